@@ -1,0 +1,12 @@
+"""The denoising networks. Each takes ``(x_t, cond)`` and declares what ``cond`` is in its
+``conditioning`` attribute (see ``ddpm_lib.diffusion``)."""
+
+from .baseline_unet import BaselineUNet
+from .small_unet import SmallUNet
+
+__all__ = ["BaselineUNet", "SmallUNet", "count_parameters"]
+
+
+def count_parameters(model) -> int:
+    """The number of trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,147 @@
+"""The samplers, proved right independently of any training by an analytic oracle.
+
+For data x0 ~ N(mu, sigma^2) the optimal noise predictor is known in closed form
+(``conftest.gaussian_oracle``); driven by it, an exact sampler must reproduce the data
+distribution. Reference spreads for few-step DDIM come from a separate numpy implementation
+(``shared/FACTS.md``, "Checked numerically here": linspace spacing, 200,000 draws).
+"""
+
+import pytest
+import torch
+
+from ddpm_lib.diffusion import GaussianDiffusion
+from ddpm_lib.sampling import ddim_sample, ddim_timesteps, ddpm_sample, standardized_range
+from ddpm_lib.schedules import get_named_schedule
+
+from conftest import DATA_MEAN, DATA_STD, gaussian_oracle
+
+DRAWS = (100_000, 1, 1, 1)
+
+
+def make(name):
+    diffusion = GaussianDiffusion(get_named_schedule(name, 1000))
+    return diffusion, gaussian_oracle(diffusion)
+
+
+def start_noise(seed=0, shape=DRAWS):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def assert_matches_data(x, rel=0.02):
+    assert float(x.mean()) == pytest.approx(DATA_MEAN, rel=rel)
+    assert float(x.std()) == pytest.approx(DATA_STD, rel=rel)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddpm_over_all_steps_reproduces_the_data_distribution(name):
+    diffusion, oracle = make(name)
+    generator = torch.Generator().manual_seed(1)
+    x = ddpm_sample(oracle, diffusion, DRAWS, noise=start_noise(), generator=generator).images
+    assert_matches_data(x)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddim_eta0_over_all_steps_reproduces_the_data_distribution(name):
+    diffusion, oracle = make(name)
+    x = ddim_sample(oracle, diffusion, DRAWS, steps=1000, eta=0.0, noise=start_noise()).images
+    assert_matches_data(x)
+
+
+# FACTS.md's numpy reference: DDIM eta 0, linspace spacing, std at 10 / 50 / 200 steps.
+REFERENCE_STD = {"linear": {10: 0.181, 50: 0.275, 200: 0.293}, "cosine": {10: 0.233, 50: 0.287, 200: 0.297}}
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["linspace", "trailing"])
+def test_few_step_ddim_keeps_the_mean_and_shrinks_the_spread(name, spacing):
+    diffusion, oracle = make(name)
+    noise = start_noise()
+    spreads = []
+    for steps in (10, 50, 200, 1000):
+        x = ddim_sample(oracle, diffusion, DRAWS, steps=steps, noise=noise, spacing=spacing).images
+        assert float(x.mean()) == pytest.approx(DATA_MEAN, rel=0.02)
+        spreads.append(float(x.std()))
+        if spacing == "linspace" and steps in REFERENCE_STD[name]:
+            assert spreads[-1] == pytest.approx(REFERENCE_STD[name][steps], abs=0.005)
+    assert spreads == sorted(spreads) and len(set(spreads)) == 4  # strictly increasing with steps
+    assert spreads[-1] == pytest.approx(DATA_STD, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddim_eta1_over_all_steps_is_ddpm_draw_for_draw(name):
+    diffusion, oracle = make(name)
+    shape = (2_000, 1, 2, 2)
+    noise = start_noise(3, shape)
+    ddpm = ddpm_sample(oracle, diffusion, shape, noise=noise, generator=torch.Generator().manual_seed(7)).images
+    ddim = ddim_sample(oracle, diffusion, shape, steps=1000, eta=1.0, noise=noise,
+                       generator=torch.Generator().manual_seed(7)).images
+    assert torch.allclose(ddim, ddpm, atol=1e-8, rtol=1e-8)
+    other = ddpm_sample(oracle, diffusion, shape, noise=noise, generator=torch.Generator().manual_seed(8)).images
+    assert not torch.allclose(other, ddpm, atol=1e-3)  # the draws really matter
+
+
+def test_ddim_eta0_is_deterministic_given_the_start_noise():
+    diffusion, oracle = make("linear")
+    noise = start_noise(4, (16, 1, 2, 2))
+    a = ddim_sample(oracle, diffusion, noise.shape, steps=20, noise=noise, generator=torch.Generator().manual_seed(1))
+    b = ddim_sample(oracle, diffusion, noise.shape, steps=20, noise=noise, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.images, b.images)
+
+
+def test_a_seeded_ddpm_call_repeats_exactly():
+    diffusion = GaussianDiffusion(get_named_schedule("linear", 100))
+    oracle = gaussian_oracle(diffusion)
+    shape = (8, 3, 4, 4)
+    a = ddpm_sample(oracle, diffusion, shape, generator=torch.Generator().manual_seed(5)).images
+    b = ddpm_sample(oracle, diffusion, shape, generator=torch.Generator().manual_seed(5)).images
+    c = ddpm_sample(oracle, diffusion, shape, generator=torch.Generator().manual_seed(6)).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_trajectories_record_x_t_and_predicted_x0_at_chosen_steps():
+    diffusion, oracle = make("linear")
+    noise = start_noise(5, (3, 1, 2, 2))
+    out = ddim_sample(oracle, diffusion, noise.shape, steps=10, noise=noise, trajectory_every=3)
+    trajectory = out.trajectory
+    visited = ddim_timesteps(1000, 10)
+    assert trajectory.timesteps == [visited[i] for i in (0, 3, 6, 9)]
+    assert trajectory.x_t.shape == (4, 3, 1, 2, 2) and trajectory.pred_x0.shape == (4, 3, 1, 2, 2)
+    assert torch.allclose(trajectory.x_t[0].double(), noise.float().double())  # first frame is x_T
+    ddpm = ddpm_sample(oracle, diffusion, noise.shape, noise=noise, trajectory_every=100)
+    assert ddpm.trajectory.timesteps == list(range(999, -1, -100)) + [0]
+    assert ddim_sample(oracle, diffusion, noise.shape, steps=5, noise=noise).trajectory is None
+
+
+def test_clipping_keeps_the_predicted_x0_in_the_data_range():
+    diffusion, oracle = make("linear")
+    low, high = standardized_range([0.5], [0.25])  # pixels 0..1 -> -2..2
+    wide = gaussian_oracle(diffusion, mu=0.0, sigma=5.0)  # data far outside the clip range
+    out = ddim_sample(wide, diffusion, (2_000, 1, 1, 1), steps=10, noise=start_noise(6, (2_000, 1, 1, 1)),
+                      clip_range=(low, high), trajectory_every=1)
+    assert float(out.trajectory.pred_x0.min()) >= -2.0 - 1e-6 and float(out.trajectory.pred_x0.max()) <= 2.0 + 1e-6
+    assert float(out.images.min()) >= -2.0 - 1e-6 and float(out.images.max()) <= 2.0 + 1e-6
+    unclipped = ddim_sample(wide, diffusion, (2_000, 1, 1, 1), steps=10, noise=start_noise(6, (2_000, 1, 1, 1)))
+    assert float(unclipped.images.abs().max()) > 4.0
+
+
+def test_timestep_spacings():
+    assert ddim_timesteps(1000, 5, "trailing") == [999, 799, 599, 399, 199]
+    assert ddim_timesteps(1000, 5, "linspace") == [999, 749, 500, 250, 0]
+    assert ddim_timesteps(1000, 5, "leading") == [800, 600, 400, 200, 0]
+    for spacing in ("trailing", "linspace", "leading"):
+        assert ddim_timesteps(1000, 1000, spacing) == list(range(999, -1, -1))
+        assert ddim_timesteps(1000, 1, spacing)[0] in (999, 0)
+    with pytest.raises(ValueError, match="sample_steps"):
+        ddim_timesteps(1000, 1001)
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_timesteps(1000, 5, "uniform")
+
+
+def test_bad_sampler_arguments_raise():
+    diffusion, oracle = make("linear")
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(oracle, diffusion, (1, 1, 1, 1), eta=1.5)
+    with pytest.raises(ValueError, match="start noise has shape"):
+        ddim_sample(oracle, diffusion, (2, 1, 1, 1), noise=torch.zeros(3, 1, 1, 1))
+    with pytest.raises(ValueError, match="variance"):
+        ddpm_sample(oracle, diffusion, (1, 1, 1, 1), variance="learned")
