@@ -92,6 +92,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # AdamW weight decay (Keras example)
     steps: int = 28_000  # optimizer steps (the study's best run: 28,000)
     ema_decay: float = 0.999  # EMA of the weights (Keras example)
+    ema_warmup: bool = True  # decay min(ema_decay, (1+n)/(10+n)): short runs are not stuck near the init
     seed: int = 0  # seeds weights, batches and noise
     log_every: int = 50  # steps between log lines
 

@@ -93,7 +93,7 @@ def train(
     images, mean, std = images.to(device), mean.to(device).float(), std.to(device).float()
     model = model.to(device).train()
     diffusion.to(device)
-    ema = EMA(model, settings.ema_decay)
+    ema = EMA(model, settings.ema_decay, warmup=settings.ema_warmup)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
