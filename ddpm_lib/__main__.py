@@ -1,8 +1,11 @@
-"""Command line: ``python -m ddpm_lib demo [--profile NAME] [--steps N]``.
+"""Command line: ``python -m ddpm_lib prepare | demo``.
 
-``demo`` is the main job on the embedded synthetic data: draw the synthetic birds, train the
-profile's network on the CPU or GPU, sample with the EMA weights, and write a data grid, a sample
-grid, the loss log and the checkpoint under ``runs/<profile>/demo/``.
+* ``prepare``: download (or find, or synthesise) CUB-200-2011, extract it safely, crop, resize and
+  cache it (``ddpm_lib.data.prepare``). A second run does nothing.
+* ``demo``: the main job on the embedded synthetic data: build the synthetic CUB-format archive,
+  run it through the real preprocessing, train the profile's network on the CPU or GPU, sample with
+  the EMA weights, and write a data grid, a sample grid, the loss log and the checkpoint under
+  ``runs/<profile>/demo/``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import torch
 from . import paths
 from .build import build_diffusion, build_model
 from .config import get_profile
-from .data.synthetic import render_dataset
+from .data.cub import PreprocessOptions, load_cache
+from .data.download import CUB_MD5
+from .data.prepare import prepare, prepare_from_config
 from .models import count_parameters
 from .sampling import ddim_sample, ddpm_sample, standardized_range
 from .train import destandardize, train
@@ -48,12 +53,11 @@ def run_demo(profile: str, steps: int | None) -> int:
     out = paths.run_dir(config.profile, "demo")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    print(f"[1/3] drawing {config.data.num_synthetic_images} synthetic birds at {config.data.image_size}px ...")
-    images, _ = render_dataset(config.data.num_synthetic_images, config.data.num_synthetic_classes,
-                               config.data.image_size, seed=config.train.seed)
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    pixels = images.float() / 255.0
-    mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
+    print(f"[1/3] preparing {config.data.num_synthetic_images} synthetic birds at {config.data.image_size}px ...")
+    cache = load_cache(prepare_from_config(config.data))
+    images = torch.from_numpy(cache.train_images(config.data.split)).permute(0, 3, 1, 2).contiguous()
+    stats = cache.stats[config.data.split]  # computed on the train split only
+    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
     save_grid(images[:32], out / "data.png")
 
     model = build_model(config.model, config.data.image_size)
@@ -79,9 +83,38 @@ def run_demo(profile: str, steps: int | None) -> int:
     return 0
 
 
+def run_prepare(args) -> int:
+    config = get_profile(args.profile)
+    source = args.source or ("cub" if args.data_dir else config.data.source)
+    if source == "synthetic" and args.data_dir:
+        raise ValueError("--data-dir points at real CUB data; drop --source synthetic to use it")
+    options = PreprocessOptions(image_size=args.image_size or config.data.image_size,
+                                crop=args.crop or config.data.crop, margin=config.data.margin,
+                                non_rgb=args.non_rgb or config.data.non_rgb, split_seed=config.data.seed)
+    extra = {"urls": args.url} if args.url else {}
+    cache_path = prepare(source=source, data_dir=args.data_dir, options=options, md5=args.md5 or CUB_MD5,
+                         synthetic_images=config.data.num_synthetic_images,
+                         synthetic_classes=config.data.num_synthetic_classes, synthetic_seed=config.data.seed,
+                         workers=args.workers, **extra)
+    counts = load_cache(cache_path).manifest["counts"]
+    print(f"cache: {cache_path}")
+    print("counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    prep = commands.add_parser("prepare", help="download / extract / preprocess CUB (or the synthetic replica)")
+    prep.add_argument("--profile", default=None, help="profile whose data settings to use (default: $DDPM_PROFILE)")
+    prep.add_argument("--source", choices=("cub", "synthetic"), default=None, help="real CUB or the replica")
+    prep.add_argument("--data-dir", default=None, help="an archive or CUB_200_2011 folder you already have")
+    prep.add_argument("--url", action="append", help="download URL (repeat for fallbacks)")
+    prep.add_argument("--md5", default=None, help="expected archive MD5 (default: the real CUB archive's)")
+    prep.add_argument("--image-size", type=int, default=None, help="output side in pixels")
+    prep.add_argument("--crop", choices=("bbox", "square"), default=None)
+    prep.add_argument("--non-rgb", choices=("convert", "drop"), default=None)
+    prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     demo = commands.add_parser("demo", help="train and sample on the embedded synthetic data")
     demo.add_argument("--profile", default=None, help="smoke or demo (default: $DDPM_PROFILE or demo)")
     demo.add_argument("--steps", type=int, default=None, help="override the profile's training steps")
@@ -89,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(args.profile or get_profile().profile, args.steps)
-    except ValueError as error:  # bad config values and arguments: one clear line, no traceback
+        if args.command == "prepare":
+            return run_prepare(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input: one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 1

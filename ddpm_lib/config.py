@@ -40,9 +40,17 @@ class DataConfig:
     image_size: int = 64  # images are cropped to the bird's box and resized to this square size
     num_synthetic_images: int = 600  # size of the synthetic replica (real CUB: 11,788)
     num_synthetic_classes: int = 10  # species in the synthetic replica (real CUB: 200)
+    crop: str = "bbox"  # "bbox" (the study's stated method) or "square" (box-centred, with margin)
+    margin: float = 0.25  # extra side around the box for crop="square"
+    non_rgb: str = "convert"  # grayscale/CMYK JPEGs: "convert" to RGB or "drop" (as the study did)
+    split: str = "random"  # "random" (seeded 80/20, the study's style) or "official" (5,994 / 5,794)
+    seed: int = 0  # seed of the synthetic replica and of the random split
 
     def __post_init__(self):
         _check(self.source in ("synthetic", "cub"), f"data.source={self.source!r}: use 'synthetic' or 'cub'")
+        _check(self.crop in ("bbox", "square"), f"data.crop={self.crop!r}: use 'bbox' or 'square'")
+        _check(self.non_rgb in ("convert", "drop"), f"data.non_rgb={self.non_rgb!r}: use 'convert' or 'drop'")
+        _check(self.split in ("random", "official"), f"data.split={self.split!r}: use 'random' or 'official'")
         _check(self.image_size >= 8 and self.image_size % 8 == 0, f"data.image_size={self.image_size}: a multiple of 8")
 
 

@@ -14,6 +14,7 @@ image_class_labels.txt, classes.txt, README, attributes/, parts/}``.
 from __future__ import annotations
 
 import colorsys
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,9 +232,12 @@ def make_synthetic_archive(out_dir: str | Path, name: str = "CUB_200_2011.tgz", 
     folder = write_synthetic_cub(staging, **kwargs)
     archive = out_dir / name
     partial = archive.with_suffix(".tgz.partial")
-    with tarfile.open(partial, "w:gz") as tar:
-        tar.add(folder, arcname="CUB_200_2011")
-    partial.replace(archive)
+    try:
+        with tarfile.open(partial, "w:gz", compresslevel=1) as tar:  # JPEGs barely compress: be fast
+            tar.add(folder, arcname="CUB_200_2011")
+        partial.replace(archive)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return archive
 
 
