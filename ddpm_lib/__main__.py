@@ -1,11 +1,13 @@
-"""Command line: ``python -m ddpm_lib prepare | demo``.
+"""Command line: ``python -m ddpm_lib prepare | train | demo | bench``.
 
 * ``prepare``: download (or find, or synthesise) CUB-200-2011, extract it safely, crop, resize and
   cache it (``ddpm_lib.data.prepare``). A second run does nothing.
+* ``train``: train a network with a profile's settings (``ddpm_lib.experiment``); ``--resume
+  latest`` (the default) continues a killed run, a finished run is reused.
+* ``bench train``: images/s of the training step per network and batch size (``ddpm_lib.bench``).
 * ``demo``: the main job on the embedded synthetic data: build the synthetic CUB-format archive,
-  run it through the real preprocessing, train the profile's network on the CPU or GPU, sample with
-  the EMA weights, and write a data grid, a sample grid, the loss log and the checkpoint under
-  ``runs/<profile>/demo/``.
+  run it through the real preprocessing, train the profile's network, sample from the EMA weights,
+  and write grids, metrics and checkpoints under ``runs/<profile>/demo/``.
 """
 
 from __future__ import annotations
@@ -14,73 +16,18 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import torch
 
 from . import paths
-from .build import build_diffusion, build_model
 from .config import get_profile
 from .data.cub import PreprocessOptions, load_cache
 from .data.download import CUB_MD5
-from .data.prepare import prepare, prepare_from_config
+from .data.prepare import prepare
+from .experiment import load_training_data, run_experiment
 from .models import count_parameters
 from .sampling import ddim_sample, ddpm_sample, standardized_range
-from .train import destandardize, train
-from .utils import default_device
-
-
-def save_grid(images_uint8: torch.Tensor, path, columns: int = 8) -> None:
-    """Save uint8 images (B, C, H, W) as one PNG grid."""
-    from PIL import Image
-
-    b, c, h, w = images_uint8.shape
-    rows = (b + columns - 1) // columns
-    grid = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
-    for index, image in enumerate(images_uint8.permute(0, 2, 3, 1).cpu().numpy()):
-        row, column = divmod(index, columns)
-        grid[row * h:(row + 1) * h, column * w:(column + 1) * w] = image
-    Image.fromarray(grid.squeeze(-1) if c == 1 else grid).save(path)
-
-
-def run_demo(profile: str, steps: int | None) -> int:
-    config = get_profile(profile)
-    if steps is not None:
-        config.train.steps = steps
-    if config.data.source != "synthetic":
-        print(f"profile {profile!r} uses real CUB; the demo runs on synthetic data (use demo or smoke)")
-        return 2
-    device = default_device()
-    out = paths.run_dir(config.profile, "demo")
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    print(f"[1/3] preparing {config.data.num_synthetic_images} synthetic birds at {config.data.image_size}px ...")
-    cache = load_cache(prepare_from_config(config.data))
-    images = torch.from_numpy(cache.train_images(config.data.split)).permute(0, 3, 1, 2).contiguous()
-    stats = cache.stats[config.data.split]  # computed on the train split only
-    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
-    save_grid(images[:32], out / "data.png")
-
-    model = build_model(config.model, config.data.image_size)
-    diffusion = build_diffusion(config.diffusion)
-    print(f"[2/3] training {config.model.name} ({count_parameters(model):,} parameters) for "
-          f"{config.train.steps} steps on {device} ...")
-    result = train(model, diffusion, images, config, mean, std, run_dir=out, device=device)
-
-    print(f"[3/3] sampling {config.sample.num_samples} images with {config.sample.sampler} ...")
-    generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    shape = (config.sample.num_samples, 3, config.data.image_size, config.data.image_size)
-    clip = standardized_range(mean.tolist(), std.tolist())
-    if config.sample.sampler == "ddim":
-        samples = ddim_sample(result.ema.model, diffusion, shape, steps=config.sample.steps,
-                              eta=config.sample.eta, generator=generator, clip_range=clip, device=device)
-    else:
-        samples = ddpm_sample(result.ema.model, diffusion, shape, generator=generator, clip_range=clip,
-                              device=device)
-    save_grid(destandardize(samples.images, mean, std), out / "samples.png", columns=6)
-    print(f"done in {time.perf_counter() - started:.0f} s. Wrote to {out}:")
-    for path in sorted(out.iterdir()):
-        print(f"  {path.name}")
-    return 0
+from .train import destandardize
+from .viz import save_image_grid
 
 
 def run_prepare(args) -> int:
@@ -102,7 +49,74 @@ def run_prepare(args) -> int:
     return 0
 
 
+def configure(args):
+    """The profile's config with the command line's overrides applied."""
+    config = get_profile(args.profile)
+    if getattr(args, "model", None):
+        config.model.name = args.model
+    if getattr(args, "attention", False):
+        config.model.attention = True
+    if getattr(args, "schedule", None):
+        config.diffusion.schedule = args.schedule
+    if getattr(args, "steps", None) is not None:
+        config.train.steps, config.train.epochs = args.steps, None
+    if getattr(args, "batch_size", None) is not None:
+        config.train.batch_size = args.batch_size
+    if getattr(args, "no_cuda_graph", False):
+        config.train.cuda_graph = False
+    for section in (config.model, config.diffusion, config.train):
+        section.__post_init__()  # re-validate overridden values
+    return config
+
+
+def run_train(args) -> int:
+    config = configure(args)
+    name = args.run_name or f"{config.model.name}_{config.diffusion.schedule}"
+    run = run_experiment(config, name, resume=None if args.resume == "none" else "latest", retrain=args.retrain,
+                         checkpoint_dir=args.checkpoint_dir, device=args.device)
+    print(f"run: {run.run_dir} ({run.step} steps)")
+    return 0
+
+
+def run_demo(args) -> int:
+    config = configure(args)
+    if config.data.source != "synthetic":
+        print(f"profile {config.profile!r} uses real CUB; the demo runs on synthetic data (use demo or smoke)")
+        return 2
+    started = time.perf_counter()
+    print(f"[1/3] preparing {config.data.num_synthetic_images} synthetic birds at {config.data.image_size}px ...")
+    data = load_training_data(config)
+    run_dir = paths.run_dir(config.profile, "demo")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_image_grid(data.images[:32], run_dir / "data.png", columns=8)
+    print(f"[2/3] training {config.model.name} for {config.train.total_steps(len(data.images))} steps ...")
+    run = run_experiment(config, "demo", retrain=True, device=args.device)
+    print(f"      {count_parameters(run.model):,} parameters")
+    print(f"[3/3] sampling {config.sample.num_samples} images with {config.sample.sampler} from the EMA weights ...")
+    device = next(run.model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(config.train.seed)
+    shape = (config.sample.num_samples, 3, config.data.image_size, config.data.image_size)
+    low, high = standardized_range(run.mean.tolist(), run.std.tolist())
+    clip = (low.float(), high.float())
+    if config.sample.sampler == "ddim":
+        samples = ddim_sample(run.model, run.diffusion, shape, steps=config.sample.steps, eta=config.sample.eta,
+                              generator=generator, clip_range=clip, device=device)
+    else:
+        samples = ddpm_sample(run.model, run.diffusion, shape, generator=generator, clip_range=clip, device=device)
+    save_image_grid(destandardize(samples.images, run.mean, run.std), run_dir / "samples.png", columns=6)
+    print(f"done in {time.perf_counter() - started:.0f} s. Wrote to {run_dir}:")
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_file() and "wandb" not in path.parts:
+            print(f"  {path.relative_to(run_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="download / extract / preprocess CUB (or the synthetic replica)")
@@ -115,19 +129,30 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--crop", choices=("bbox", "square"), default=None)
     prep.add_argument("--non-rgb", choices=("convert", "drop"), default=None)
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    demo = commands.add_parser("demo", help="train and sample on the embedded synthetic data")
-    demo.add_argument("--profile", default=None, help="smoke or demo (default: $DDPM_PROFILE or demo)")
-    demo.add_argument("--steps", type=int, default=None, help="override the profile's training steps")
+
+    for name, help_text in (("train", "train a network"), ("demo", "the main job on the synthetic data")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--profile", default=None, help="smoke, demo, colab or full (default: $DDPM_PROFILE or demo)")
+        sub.add_argument("--model", choices=("small_unet", "baseline_unet"), default=None)
+        sub.add_argument("--attention", action="store_true", help="SmallUNet with self-attention")
+        sub.add_argument("--schedule", choices=("linear", "cosine", "keras"), default=None)
+        sub.add_argument("--steps", type=int, default=None, help="override the profile's training length")
+        sub.add_argument("--batch-size", type=int, default=None)
+        sub.add_argument("--no-cuda-graph", action="store_true", help="plain eager steps on CUDA")
+        sub.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+        if name == "train":
+            sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/")
+            sub.add_argument("--resume", choices=("latest", "none"), default="latest")
+            sub.add_argument("--retrain", action="store_true", help="train again even if the run is finished")
+            sub.add_argument("--checkpoint-dir", default=None, help="e.g. a Google Drive folder")
+    commands.add_parser("bench", help="benchmarks: `bench train --help`")
     args = parser.parse_args(argv)
+    commands_map = {"prepare": run_prepare, "train": run_train, "demo": run_demo}
     try:
-        if args.command == "demo":
-            return run_demo(args.profile or get_profile().profile, args.steps)
-        if args.command == "prepare":
-            return run_prepare(args)
+        return commands_map[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input: one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 ``ema = decay * ema + (1 - decay) * weights`` after each optimizer step (the Keras example and
 Ho et al. both use it; the study did not). Buffers (BatchNorm running statistics) are copied, not
-averaged.
+averaged. The update is pure tensor arithmetic (the step count lives on the device), so it can be
+captured in a CUDA graph with the rest of the training step.
 """
 
 from __future__ import annotations
@@ -28,26 +29,33 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
-        self.decay, self.warmup, self.num_updates = decay, warmup, 0
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
+        device = next(self.model.parameters()).device
+        self.updates = torch.zeros((), dtype=torch.float32, device=device)  # n, on the device
 
-    def current_decay(self) -> float:
-        """The decay the next update will use."""
+    @property
+    def num_updates(self) -> int:
+        return int(self.updates.item())
+
+    def current_decay(self) -> torch.Tensor:
+        """The decay the next update will use, as a 0-d tensor."""
         if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+            return torch.full_like(self.updates, self.decay)
+        return torch.clamp((1 + self.updates) / (10 + self.updates), max=self.decay)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the EMA weights towards ``model``'s: ema += (1 - decay) * (w - ema)."""
+        """Move the EMA weights towards ``model``'s: ema = decay * ema + (1 - decay) * w."""
         decay = self.current_decay()
         source = unwrap_model(model)
         ema_params = list(self.model.parameters())
-        params = [p.detach() for p in source.parameters()]
-        torch._foreach_lerp_(ema_params, [p.to(e.dtype) for p, e in zip(params, ema_params, strict=True)], 1.0 - decay)
+        params = [p.detach().to(e.dtype) for p, e in zip(source.parameters(), ema_params, strict=True)]
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, torch._foreach_mul(params, 1.0 - decay))
         for ema_buffer, buffer in zip(self.model.buffers(), source.buffers(), strict=True):
             ema_buffer.copy_(buffer)
-        self.num_updates += 1
+        self.updates.add_(1)
 
     def state_dict(self) -> dict:
         """Weights plus the update count, for checkpoints."""
@@ -56,5 +64,4 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         """Restore from :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
-        self.num_updates = int(state["num_updates"])
-
+        self.updates.fill_(float(state["num_updates"]))

@@ -1,14 +1,22 @@
-"""The training loop, one for every network (Ho et al. 2020, Algorithm 1).
+"""The training engine, one loop for every network (Ho et al. 2020, Algorithm 1).
 
-The whole uint8 training set lives on the device; each step draws a batch of indices, flips half
-the images horizontally and standardizes them there, so no DataLoader or JPEG decoding sits in
-the loop. AdamW, EMA weights (``ema.py``) for sampling, a log line every ``log_every`` steps, and
-``metrics.csv`` plus ``config.json`` and a final checkpoint in the run folder when one is given.
+Where the speed comes from (DESIGN.md):
+* the whole uint8 training set lives on the device; each step draws indices, flips half the images
+  and standardizes them there: no DataLoader, no JPEG decoding in the loop;
+* mixed precision chosen by the device: bf16 autocast where supported, fp16 with a GradScaler on
+  GPUs without bf16 (Colab's T4, the study's P100), fp32 on the CPU; channels_last on CUDA;
+* small batches are launch-bound, so on CUDA the whole step (batch drawing, forward, backward,
+  AdamW, EMA) is captured once in a CUDA graph and replayed (``train.cuda_graph``; not with fp16,
+  whose GradScaler needs a host sync).
+
+And what makes it safe: atomic checkpoints with every state needed to continue exactly
+(``resume="latest"``), a NaN check before every checkpoint, metrics in ``metrics.csv`` and W&B,
+sample grids from the EMA weights.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +24,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import checkpoints
 from .config import Config
 from .diffusion import GaussianDiffusion
 from .ema import EMA
+from .sampling import ddim_sample, standardized_range
+from .tracking import MetricsLogger, gpu_memory_gb, gpu_power_watts
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
 
 
 @dataclass
 class TrainResult:
-    """What a training run returns: the network, its EMA, and the logged metrics (one dict per log)."""
+    """What a run returns: the network, its EMA, the logged metrics and where things were written."""
 
     model: nn.Module
     ema: EMA
     history: list[dict] = field(default_factory=list)
+    step: int = 0
+    run_dir: Path | None = None
 
 
 def standardize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -46,14 +63,13 @@ def destandardize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def random_batch(
-    images: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
+def random_batch(images: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """A random batch from the device-resident uint8 set, half flipped left-right, standardized.
 
     Args:
         images: uint8 (N, C, H, W) on the training device.
-        generator: a generator on the same device as ``images``.
+        generator: None uses the global generator (graph-safe on CUDA).
     Returns:
         float32 (batch_size, C, H, W).
     """
@@ -63,71 +79,299 @@ def random_batch(
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
 
 
-def train(
-    model: nn.Module,
-    diffusion: GaussianDiffusion,
-    images: torch.Tensor,
-    config: Config,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    run_dir: str | Path | None = None,
-    device: torch.device | str = "cpu",
-) -> TrainResult:
-    """Train ``model`` on ``images`` for ``config.train.steps`` steps.
+def choose_precision(device: torch.device, setting: str = "auto") -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` for ``device``: bf16 where the GPU supports it, fp16 on
+    older GPUs (T4, P100), fp32 on the CPU (``setting`` other than ``auto`` is taken as given)."""
+    if setting != "auto":
+        return setting
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class Trainer:
+    """Trains any network ``model(x_t, cond)`` with a :class:`GaussianDiffusion`.
 
     Args:
-        model: any network ``model(x_t, cond)``.
-        diffusion: the diffusion (schedule, prediction target, loss).
-        images: the training set, uint8 (N, C, H, W); moved to ``device`` once.
-        config: the run's config (``config.train`` holds the loop's settings).
+        model: the network (moved to ``device``).
+        diffusion: schedule, prediction target and loss.
+        images: the training split, uint8 (N, C, H, W); moved to the device once.
         mean, std: per-channel statistics of the training split in [0, 1], shape (C,).
-        run_dir: where to write ``config.json``, ``metrics.csv`` and ``checkpoint.pt`` (optional).
-        device: the training device.
+        config: the run's config; ``config.train`` holds the loop's settings.
+        run_dir: where ``config.json``, ``metrics.csv``, ``samples/`` and W&B files go (None: nowhere).
+        checkpoint_dir: where checkpoints go (default ``run_dir/checkpoints``; e.g. Google Drive).
+        device: the training device (default: CUDA when available).
+        resume: ``"latest"`` continues from the newest readable checkpoint, if any.
+        progress: show a tqdm bar.
     """
-    settings = config.train
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    device = torch.device(device)
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    images, mean, std = images.to(device), mean.to(device).float(), std.to(device).float()
-    model = model.to(device).train()
-    diffusion.to(device)
-    ema = EMA(model, settings.ema_decay, warmup=settings.ema_warmup)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.to_json(run_dir / "config.json")
 
-    result = TrainResult(model, ema)
-    running, count, started = 0.0, 0, time.perf_counter()
-    for step in range(1, settings.steps + 1):
-        x0 = random_batch(images, settings.batch_size, mean, std, generator)
-        loss = diffusion.training_loss(model, x0, generator=generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update(model)
-        running, count = running + loss.item(), count + 1
-        if step % settings.log_every == 0 or step == settings.steps:
-            elapsed = time.perf_counter() - started
-            entry = {"step": step, "loss": running / count, "images_per_s": count * settings.batch_size / elapsed}
-            result.history.append(entry)
-            print(f"step {step:6d}/{settings.steps}  loss {entry['loss']:.4f}  {entry['images_per_s']:.0f} img/s",
-                  flush=True)
-            running, count, started = 0.0, 0, time.perf_counter()
+    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, images: torch.Tensor, mean, std,
+                 config: Config, run_dir=None, checkpoint_dir=None, device=None, resume: str | None = None,
+                 progress: bool = True):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.config, self.settings = config, config.train
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = choose_precision(self.device, self.settings.precision)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
+            self.run_dir / "checkpoints" if self.run_dir is not None else None)
+        self.progress = progress
+        self.total_steps = self.settings.total_steps(images.shape[0])
+        self.channels_last = self.settings.channels_last and self.device.type == "cuda"
+        self.use_graph = self.settings.cuda_graph and self.device.type == "cuda" and self.precision != "fp16"
 
-    if run_dir is not None:
-        with open(run_dir / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["step", "loss", "images_per_s"])
-            writer.writeheader()
-            writer.writerows(result.history)
-        checkpoint = {"model": model.state_dict(), "ema": ema.state_dict(), "config": config.to_dict(),
-                      "mean": mean.cpu(), "std": std.cpu(), "step": settings.steps}
-        temporary = run_dir / "checkpoint.pt.tmp"
-        torch.save(checkpoint, temporary)
-        temporary.replace(run_dir / "checkpoint.pt")  # atomic: a killed save never leaves half a file
-    return result
+        torch.manual_seed(self.settings.seed)  # before anything random, so a seed repeats a run
+        self.images = images.to(self.device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(self.device)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format).train()
+        self.diffusion = diffusion.to(self.device)
+        # The network the loss calls: compiled on CUDA when asked (state dicts and the EMA keep
+        # using the plain module, so checkpoints do not depend on compilation).
+        self.network = torch.compile(self.model) if self.settings.compile and self.device.type == "cuda" else self.model
+        self.ema = EMA(self.model, self.settings.ema_decay, warmup=self.settings.ema_warmup)
+        lr = torch.tensor(self.settings.lr, device=self.device) if self.use_graph else self.settings.lr
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=self.settings.weight_decay,
+                                           capturable=self.use_graph, foreach=True)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.step = 0
+        history = []
+        if resume == "latest" and self.checkpoint_dir is not None:
+            state, path = checkpoints.load_latest(self.checkpoint_dir, map_location=self.device)
+            if state is not None:
+                history = self._restore(state)
+                print(f"resumed from {path} at step {self.step}")
+        elif resume not in (None, "latest"):
+            raise ValueError(f"resume={resume!r}: use 'latest' or None")
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.to_json(self.run_dir / "config.json")
+        self.logger = MetricsLogger(self.run_dir, config, self.settings.wandb, history)
+        self._graph = None
+        self._loss_sum = torch.zeros((), device=self.device)
+
+    # ----- one step -----------------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=not self.use_graph)
+
+    def _batch(self) -> torch.Tensor:
+        x0 = random_batch(self.images, self.settings.batch_size, self.mean, self.std)
+        return x0.contiguous(memory_format=torch.channels_last) if self.channels_last else x0
+
+    def _forward_backward(self) -> torch.Tensor:
+        """Draw a batch, compute the loss, backpropagate, step AdamW and the EMA. Returns the loss."""
+        with self._autocast():
+            loss = self.diffusion.training_loss(self.network, self._batch())
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.settings.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.ema.update(self.model)
+        return loss.detach()
+
+    def _eager_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._loss_sum += self._forward_backward()
+
+    def _capture(self) -> None:
+        """Record the whole step in a CUDA graph (after warm-up steps on a side stream)."""
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        ema_state = {k: v.clone() for k, v in self.ema.model.state_dict().items()}
+        ema_updates = self.ema.updates.clone()
+        optimizer_state = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)}
+                           for p, st in self.optimizer.state.items()}
+        rng = _rng_state(self.device)
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up: allocate optimizer state, pick kernels
+                self.optimizer.zero_grad(set_to_none=True)
+                self._forward_backward()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        # The warm-up must not change the run: put everything back, in place, so the graph
+        # records the very tensors that hold the state (AdamW's state starts at zero).
+        with torch.no_grad():
+            self.model.load_state_dict(state)
+            self.ema.model.load_state_dict(ema_state)
+            self.ema.updates.copy_(ema_updates)
+            for parameter, param_state in self.optimizer.state.items():
+                saved = optimizer_state.get(parameter, {})
+                for key, value in param_state.items():
+                    if torch.is_tensor(value):
+                        value.copy_(saved[key]) if key in saved else value.zero_()
+        _set_rng_state(rng, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._loss_sum += self._forward_backward()
+
+    def _set_lr(self) -> None:
+        if self.settings.warmup_steps <= 0:
+            return
+        lr = self.settings.lr * min(1.0, (self.step + 1) / self.settings.warmup_steps)
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def train_step(self) -> None:
+        """One optimizer step (replaying the CUDA graph when one is used)."""
+        self._set_lr()
+        if self.use_graph:
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+        else:
+            self._eager_step()
+        self.step += 1
+
+    # ----- checkpoints ----------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": _rng_state(self.device), "config": self.config.to_dict(),
+            "history": self.logger.history, "mean": self.mean.cpu(), "std": self.std.cpu(),
+        }
+
+    def _restore(self, state: dict) -> list:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state({k: v.cpu() for k, v in state["rng"].items()}, self.device)
+        self.step = int(state["step"])
+        return list(state.get("history", []))
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (refusing when the weights are not finite)."""
+        if self.checkpoint_dir is None:
+            return None
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDivergedError(f"weights are not finite at step {self.step}; not saving a checkpoint")
+        return checkpoints.save_checkpoint(self._state(), self.checkpoint_dir, self.step,
+                                           self.settings.keep_checkpoints)
+
+    # ----- samples --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self, count: int | None = None, seed: int = 1234) -> torch.Tensor:
+        """uint8 samples (B, C, H, W) from the EMA weights with the config's sampler settings.
+
+        The same seed every time, so grids over training show one set of start noises.
+        """
+        count = count or self.settings.num_grid_samples
+        _, channels, height, width = self.images.shape
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        low, high = standardized_range(self.mean.tolist(), self.std.tolist())
+        with self._autocast() if self.precision == "bf16" else contextlib.nullcontext():
+            out = ddim_sample(self.ema.model, self.diffusion, (count, channels, height, width),
+                              steps=self.config.sample.steps, eta=self.config.sample.eta, generator=generator,
+                              clip_range=(low.float(), high.float()), device=self.device)
+        return destandardize(out.images, self.mean, self.std)
+
+    def _write_grid(self) -> None:
+        if self.run_dir is None:
+            return
+        from .viz import save_image_grid
+
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        path = save_image_grid(self.sample_grid(), folder / f"step_{self.step:08d}.png")
+        self.logger.log_image("samples", path, self.step)
+
+    # ----- the loop -------------------------------------------------------------------------
+    def _log(self, count: int, seconds: float) -> dict:
+        loss = self._loss_sum.item() / max(count, 1)
+        self._loss_sum.zero_()
+        if not torch.isfinite(torch.tensor(loss)):
+            raise TrainingDivergedError(
+                f"the loss became {loss} by step {self.step}; the run stopped and the last checkpoint "
+                f"(in {self.checkpoint_dir}) is intact. Lower train.lr (now {self.settings.lr}), set "
+                "train.grad_clip, or check the data.")
+        lr = self.optimizer.param_groups[0]["lr"]
+        entry = {"step": self.step, "loss": loss, "lr": float(lr),
+                 "images_per_s": count * self.settings.batch_size / max(seconds, 1e-9),
+                 "elapsed_s": seconds, "gpu_memory_gb": gpu_memory_gb(self.device),
+                 "gpu_power_w": gpu_power_watts(self.device)}
+        self.logger.log(entry)
+        return entry
+
+    def fit(self) -> TrainResult:
+        """Train until ``total_steps``, logging, checkpointing and sampling on the way."""
+        s = self.settings
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
+        try:
+            if self.step == 0 and s.sample_every > 0:
+                self._write_grid()  # the study's Figure 3: samples at the start of training
+            count, started = 0, time.perf_counter()
+            while self.step < self.total_steps:
+                try:
+                    self.train_step()
+                except torch.cuda.OutOfMemoryError as error:
+                    if self.step > 0:
+                        raise
+                    raise RuntimeError(
+                        f"out of GPU memory at train.batch_size={s.batch_size} with {self.config.model.name}; "
+                        f"try train.batch_size={max(s.batch_size // 2, 1)}") from error
+                count += 1
+                last = self.step == self.total_steps
+                if self.step % s.log_every == 0 or last or self.step % s.checkpoint_every == 0:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    entry = self._log(count, time.perf_counter() - started)
+                    if bar is not None:
+                        bar.update(count)
+                        bar.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{entry['images_per_s']:.0f}")
+                    if self.step % s.checkpoint_every == 0 or last:
+                        self.save_checkpoint()
+                    if (s.sample_every > 0 and self.step % s.sample_every == 0) or last:
+                        self._write_grid()
+                    count, started = 0, time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.logger.close()
+        return TrainResult(self.model, self.ema, self.logger.history, self.step, self.run_dir)
+
+
+def train(model: nn.Module, diffusion: GaussianDiffusion, images: torch.Tensor, config: Config, mean, std,
+          run_dir=None, device=None, resume: str | None = None, checkpoint_dir=None,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` on uint8 ``images`` (N, C, H, W) with ``config``; see :class:`Trainer`."""
+    trainer = Trainer(model, diffusion, images, mean, std, config, run_dir=run_dir, checkpoint_dir=checkpoint_dir,
+                      device=device, resume=resume, progress=progress)
+    return trainer.fit()

@@ -42,3 +42,21 @@ def image_grid(
             axis.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.2))
     fig.tight_layout()
     return fig
+
+
+def save_image_grid(images_uint8, path, columns: int | None = None):
+    """Save uint8 images (B, C, H, W) (a tensor or array) as one PNG grid; returns the path."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    images = np.asarray(images_uint8.cpu() if hasattr(images_uint8, "cpu") else images_uint8)
+    b, c, h, w = images.shape
+    columns = columns or int(np.ceil(np.sqrt(b)))
+    rows = (b + columns - 1) // columns
+    grid = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    for index, image in enumerate(images.transpose(0, 2, 3, 1)):
+        row, column = divmod(index, columns)
+        grid[row * h:(row + 1) * h, column * w:(column + 1) * w] = image
+    Image.fromarray(grid.squeeze(-1) if c == 1 else grid).save(path)
+    return Path(path)

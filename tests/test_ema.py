@@ -33,6 +33,6 @@ def test_buffers_are_copied_and_state_round_trips():
 
 def test_warmup_starts_with_a_small_decay():
     ema = EMA(torch.nn.Linear(1, 1), decay=0.999, warmup=True)
-    assert ema.current_decay() == pytest.approx(0.1)
+    assert float(ema.current_decay()) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="decay"):
         EMA(torch.nn.Linear(1, 1), decay=1.0)

@@ -8,5 +8,5 @@ __all__ = ["BaselineUNet", "SmallUNet", "count_parameters"]
 
 
 def count_parameters(model) -> int:
-    """The number of trainable parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The number of parameters of ``model`` (frozen ones too, so an EMA copy counts the same)."""
+    return sum(p.numel() for p in model.parameters())

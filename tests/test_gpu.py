@@ -1,0 +1,95 @@
+"""Checks that need a CUDA GPU (skipped elsewhere): precision, channels_last, CUDA-graph training."""
+
+import pytest
+import torch
+
+from ddpm_lib.build import build_diffusion
+from ddpm_lib.config import get_profile
+from ddpm_lib.diffusion import GaussianDiffusion
+from ddpm_lib.models import BaselineUNet, SmallUNet
+from ddpm_lib.sampling import ddim_sample
+from ddpm_lib.schedules import get_named_schedule
+from ddpm_lib.train import Trainer
+
+from conftest import gaussian_oracle
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("name", ["small", "small_attention", "baseline"])
+def test_networks_train_under_bf16_autocast_and_channels_last(name, size):
+    model = {"small": SmallUNet, "small_attention": lambda: SmallUNet(attention=True),
+             "baseline": lambda: BaselineUNet(image_size=size)}[name]().cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x, torch.rand(4, device="cuda"))
+    assert out.shape == x.shape
+    out.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_samplers_on_the_gpu_match_the_cpu():
+    diffusion = GaussianDiffusion(get_named_schedule("linear", 1000))
+    noise = torch.randn(512, 1, 2, 2, dtype=torch.float64)
+    cpu = ddim_sample(gaussian_oracle(diffusion), diffusion, noise.shape, steps=50, noise=noise).images
+    gpu_diffusion = GaussianDiffusion(get_named_schedule("linear", 1000)).to("cuda")
+    gpu = ddim_sample(gaussian_oracle(gpu_diffusion), gpu_diffusion, noise.shape, steps=50, noise=noise.cuda(),
+                      device="cuda").images
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-9)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_training_learns_like_eager_training(precision, tmp_path):
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    images[:, :, 8:24, 8:24] = 200  # some structure to learn
+    losses = {}
+    for graph in (False, True):
+        config = get_profile("smoke")
+        config.train.steps, config.train.log_every, config.train.checkpoint_every = 200, 50, 100
+        config.train.precision, config.train.cuda_graph, config.train.lr = precision, graph, 2e-3
+        config.train.compile = False  # the graph alone (compilation is checked below)
+        torch.manual_seed(0)
+        trainer = Trainer(SmallUNet(widths=(16, 32, 64)), build_diffusion(config.diffusion), images,
+                          torch.full((3,), 0.5), torch.full((3,), 0.3), config, run_dir=tmp_path / f"g{graph}",
+                          device="cuda", progress=False)
+        assert trainer.use_graph == graph
+        result = trainer.fit()
+        assert trainer.ema.num_updates == 200
+        losses[graph] = [entry["loss"] for entry in result.history]
+    assert losses[True][-1] < 0.9 * losses[True][0]  # it learns
+    assert abs(losses[True][-1] - losses[False][-1]) < 0.15 * losses[False][-1]  # as eager steps do
+
+
+def test_compiled_network_inside_the_graph(tmp_path):
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    config = get_profile("smoke")
+    config.train.steps, config.train.compile, config.train.log_every = 30, True, 10
+    torch.manual_seed(0)
+    trainer = Trainer(SmallUNet(widths=(16, 32, 64)), build_diffusion(config.diffusion), images,
+                      torch.full((3,), 0.5), torch.full((3,), 0.3), config, run_dir=tmp_path, device="cuda",
+                      progress=False)
+    result = trainer.fit()
+    assert trainer.use_graph and trainer.network is not trainer.model
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in result.history)
+    assert not any(key.startswith("_orig_mod") for key in trainer.model.state_dict())
+
+
+def test_a_graph_run_resumes_from_its_checkpoint(tmp_path):
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    config = get_profile("smoke")
+    config.train.steps, config.train.checkpoint_every, config.train.log_every = 20, 10, 10
+    config.train.compile = False
+
+    def make(resume):
+        torch.manual_seed(0)
+        return Trainer(SmallUNet(widths=(16, 32, 64)), build_diffusion(config.diffusion), images,
+                       torch.full((3,), 0.5), torch.full((3,), 0.3), config, run_dir=tmp_path, device="cuda",
+                       resume=resume, progress=False)
+
+    make(None).fit()
+    config.train.steps = 30
+    resumed = make("latest")
+    assert resumed.step == 20
+    resumed.fit()
+    assert resumed.step == 30 and resumed.ema.num_updates == 30
