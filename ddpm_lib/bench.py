@@ -157,25 +157,103 @@ def bench_train(networks=None, batch_sizes=(32, 128), seconds: float = 3.0, devi
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def bench_sample(num_samples: int = 2350, steps: int = 50, image_size: int = 64, device=None,
+                 batch_size: int | None = None, modes=("plain_fp32", "bf16", "bf16_compiled"),
+                 ddpm: bool = True) -> dict:
+    """Seconds to draw ``num_samples`` images with DDIM-``steps`` (SmallUNet), per mode, and DDPM-T
+    with the fastest mode. Modes: ``plain_fp32`` (eval, fp32, contiguous), ``bf16`` (bf16 autocast,
+    channels_last) and ``bf16_compiled`` (the same, network compiled)."""
+    import copy
+
+    from .sampling import prepare_for_sampling, sample_many
+
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    base = SmallUNet()
+    torch.nn.init.normal_(base.output_conv.weight, std=0.02)  # not the zero init: real arithmetic
+    diffusion = build_diffusion(get_profile("full").diffusion).to(device)
+    shape = (3, image_size, image_size)
+    rows, best = [], None
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for mode in modes:
+        if mode != "plain_fp32" and device.type != "cuda":
+            continue
+        row = {"mode": mode, "sampler": f"DDIM-{steps}", "num_samples": num_samples, "batch_size": batch_size}
+        try:
+            started = time.perf_counter()
+            network = prepare_for_sampling(copy.deepcopy(base), device, channels_last=mode != "plain_fp32",
+                                           compile_network=mode.endswith("compiled"))
+            precision = "fp32" if mode == "plain_fp32" else "bf16"
+            sample_many(network, diffusion, min(batch_size or num_samples, num_samples), shape, steps=2,
+                        batch_size=batch_size, precision=precision, device=device)  # warm-up / compile
+            sync()
+            row["setup_s"] = round(time.perf_counter() - started, 1)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            started = time.perf_counter()
+            sample_many(network, diffusion, num_samples, shape, steps=steps, batch_size=batch_size,
+                        precision=precision, device=device)
+            sync()
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            row["seconds_per_1000_samples"] = round(row["seconds"] * 1000 / num_samples, 3)
+            if device.type == "cuda":
+                row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+            if best is None or row["seconds"] < best[0]["seconds"]:
+                best = (row, network, precision)
+        except Exception as error:  # record and go on
+            row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if ddpm and best is not None:
+        row, network, precision = best
+        started = time.perf_counter()
+        sample_many(network, diffusion, num_samples, shape, sampler="ddpm", batch_size=batch_size,
+                    precision=precision, device=device)
+        sync()
+        seconds = time.perf_counter() - started
+        ddpm_row = {"mode": row["mode"], "sampler": f"DDPM-{diffusion.num_steps}", "num_samples": num_samples,
+                    "batch_size": batch_size, "seconds": round(seconds, 2),
+                    "seconds_per_1000_samples": round(seconds * 1000 / num_samples, 2)}
+        rows.append(ddpm_row)
+        print(json.dumps(ddpm_row), flush=True)
+    return {"device": device_name(device), "torch": torch.__version__, "network": "SmallUNet",
+            "parameters": count_parameters(base), "image_size": image_size, "rows": rows,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
 def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib bench")
-    parser.add_argument("what", choices=("train",))
+    parser.add_argument("what", choices=("train", "sample"))
+    parser.add_argument("--num-samples", type=int, default=2350, help="sample: images to draw (test-set size)")
+    parser.add_argument("--steps", type=int, default=50, help="sample: DDIM steps")
+    parser.add_argument("--no-ddpm", action="store_true", help="sample: skip the DDPM-T timing")
     parser.add_argument("--networks", nargs="*", default=None, help=f"any of {list(NETWORKS)}")
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[32, 128])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--modes", nargs="*", default=["plain_fp32", "plain_bf16", "engine", "engine_compiled"],
-                        help="plain_fp32, plain_bf16 (CUDA), engine, engine_compiled (CUDA: torch.compile)")
+    parser.add_argument("--modes", nargs="*", default=None,
+                        help="train: plain_fp32, plain_bf16, engine, engine_compiled; "
+                             "sample: plain_fp32, bf16, bf16_compiled (default: all)")
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/train_<device>.json)")
     args = parser.parse_args(argv)
-    result = bench_train(args.networks, tuple(args.batch_sizes), args.seconds, args.device, args.image_size,
-                         tuple(args.modes))
+    if args.what == "train":
+        modes = tuple(args.modes or ("plain_fp32", "plain_bf16", "engine", "engine_compiled"))
+        result = bench_train(args.networks, tuple(args.batch_sizes), args.seconds, args.device, args.image_size, modes)
+    else:
+        modes = tuple(args.modes or ("plain_fp32", "bf16", "bf16_compiled"))
+        result = bench_sample(args.num_samples, args.steps, args.image_size, args.device, modes=modes,
+                              ddpm=not args.no_ddpm)
     slug = "".join(c if c.isalnum() else "_" for c in result["device"]).strip("_")[:40]
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "benchmarks" / "results" / (
-        f"train_{slug}.json")
+        f"{args.what}_{slug}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"device: {result['device']}; wrote {out}")

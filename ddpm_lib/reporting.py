@@ -42,7 +42,8 @@ def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf"
     """
     folder = paths.figures_dir(config.profile, config.data.source)
     folder.mkdir(parents=True, exist_ok=True)
-    fig.text(0.995, 0.005, stamp(config), ha="right", va="bottom", fontsize=6, color="0.4")
+    # below the figure's bottom edge (the tight bounding box grows to hold it): never over a label
+    fig.text(0.995, 0.0, stamp(config), ha="right", va="top", fontsize=6, color="0.4")
     written = []
     for fmt in formats:
         path = folder / f"{name}.{fmt}"

@@ -232,3 +232,81 @@ def ddim_sample(
             z = torch.randn(x.shape, device=device, dtype=x.dtype, generator=generator)
             x = x + sigma * z
     return SampleOutput(x, record.result())
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """Spherical interpolation between two start noises (treating each as one long vector).
+
+    Gaussian noise lives near a sphere of radius sqrt(dim); straight-line mixing shrinks the norm
+    (the midpoint of two independent draws has norm ~0.71x), spherical mixing keeps it, so every
+    point of the path is a plausible start noise (Song et al. 2021, Sec. 5.3 / Fig. 6).
+    """
+    flat_a, flat_b = a.flatten().double(), b.flatten().double()
+    cosine = torch.dot(flat_a, flat_b) / (flat_a.norm() * flat_b.norm())
+    theta = torch.arccos(cosine.clamp(-1.0, 1.0))
+    if float(theta) < 1e-6:
+        return (1 - weight) * a + weight * b
+    out = (torch.sin((1 - weight) * theta) * a.double() + torch.sin(weight * theta) * b.double()) / torch.sin(theta)
+    return out.to(a.dtype)
+
+
+def prepare_for_sampling(model: torch.nn.Module, device, channels_last: bool = True,
+                         compile_network: bool = False) -> Callable:
+    """The network ready for fast sampling on ``device``: eval mode, channels_last on CUDA and,
+    optionally, compiled (``torch.compile``; the first call then takes a while)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # shapes stay fixed while sampling: pick the fastest convs
+    if device.type == "cuda" and channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and compile_network:
+        return torch.compile(model)
+    return model
+
+
+@torch.no_grad()
+def sample_many(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    num_samples: int,
+    image_shape: Sequence[int],
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    generator: torch.Generator | None = None,
+    clip_range: tuple | None = None,
+    device=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Draw ``num_samples`` images in batches of ``batch_size`` (default: all at once), with bf16
+    autocast on GPUs that support it ("auto"), fp32 otherwise. The sampler's arithmetic stays in
+    float32; only the network runs in bf16.
+
+    Args:
+        image_shape: (C, H, W).
+        sampler: ``"ddim"`` (``steps``, ``eta``) or ``"ddpm"`` (all T steps).
+    Returns:
+        float32 images (num_samples, C, H, W) in the standardized data space, on ``device``.
+    """
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler={sampler!r}: use 'ddim' or 'ddpm'")
+    device = torch.device(device) if device is not None else _model_device(model, "cpu")
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    batch_size = batch_size or num_samples
+    chunks = []
+    for start in range(0, num_samples, batch_size):
+        shape = (min(batch_size, num_samples - start), *image_shape)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if sampler == "ddim":
+                out = ddim_sample(model, diffusion, shape, steps=steps, eta=eta, generator=generator,
+                                  clip_range=clip_range, device=device, progress=progress)
+            else:
+                out = ddpm_sample(model, diffusion, shape, generator=generator, clip_range=clip_range,
+                                  device=device, progress=progress)
+        chunks.append(out.images.float())
+    return torch.cat(chunks)
