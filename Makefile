@@ -3,12 +3,22 @@
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: demo test lint unit notebooks clean ipywidgets7
+.PHONY: demo full test lint unit notebooks clean ipywidgets7 report test-report
 
+# The main job on the embedded synthetic data: all six notebooks under the demo profile, the report,
+# and a summary of what was written where. `make full` does the same on real CUB (a GPU machine).
 demo:
-	$(PYTHON) -m ddpm_lib demo --profile demo
+	$(PYTHON) -m ddpm_lib notebooks --profile demo
+	@if command -v latexmk >/dev/null 2>&1; then $(MAKE) report PROFILE=demo; else \
+		echo "latexmk not installed: no PDF (apt-get install texlive-latex-base texlive-latex-recommended latexmk lmodern)"; fi
+	$(PYTHON) -m ddpm_lib summary --profile demo
 
-test: lint ipywidgets7 unit notebooks
+full:
+	$(PYTHON) -m ddpm_lib notebooks --profile full
+	$(MAKE) report PROFILE=full
+	$(PYTHON) -m ddpm_lib summary --profile full
+
+test: lint ipywidgets7 unit notebooks test-report
 
 lint:
 	$(PYTHON) -m ruff check ddpm_lib tests
@@ -30,6 +40,25 @@ ifneq ($(NOTEBOOKS),)
 else
 	@echo "no notebooks yet: nothing to execute"
 endif
+
+# The LaTeX report from the figures and tables notebook 06 points it at (report/generated/active.tex);
+# `make report PROFILE=smoke` picks another profile's. Fails on a missing figure or an undefined reference.
+LATEXMK := latexmk -pdf -interaction=nonstopmode -halt-on-error -Werror -g
+report:
+ifdef PROFILE
+	@test -f report/generated/$(PROFILE)/settings.tex || \
+		(echo "no report inputs for profile $(PROFILE): run notebook 06 under it first"; exit 1)
+	printf '\\input{generated/$(PROFILE)/settings.tex}\n' > report/generated/active.tex
+endif
+	@test -f report/generated/active.tex || \
+		(echo "report/generated/active.tex is missing: run notebook 06 first (make demo, make full or make test)"; exit 1)
+	cd report && $(LATEXMK) main.tex
+	@echo "report: report/main.pdf"
+
+# In `make test`: the report from the smoke run; required in CI, skipped where TeX is not installed.
+test-report:
+	@if command -v latexmk >/dev/null 2>&1 || [ "$$CI" = "true" ]; then \
+		$(MAKE) report PROFILE=smoke; else echo "latexmk not installed: report build skipped"; fi
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,9 +1,13 @@
-"""Command line: ``python -m ddpm_lib prepare | train | demo | bench``.
+"""Command line: ``python -m ddpm_lib prepare | train | sample | evaluate | notebooks | summary | demo | bench``.
 
 * ``prepare``: download (or find, or synthesise) CUB-200-2011, extract it safely, crop, resize and
   cache it (``ddpm_lib.data.prepare``). A second run does nothing.
 * ``train``: train a network with a profile's settings (``ddpm_lib.experiment``); ``--resume
   latest`` (the default) continues a killed run, a finished run is reused.
+* ``sample``: draw images from a trained run's EMA weights (PNG grid + uint8 ``.npz``).
+* ``evaluate``: KID / FID of a trained run's samples against the test split (``ddpm_lib.metrics``).
+* ``notebooks``: execute the six notebooks in order under a profile (papermill); ``summary``: what
+  such a run wrote, and where (``ddpm_lib.pipeline``).
 * ``bench train``: images/s of the training step per network and batch size (``ddpm_lib.bench``).
 * ``demo``: the main job on the embedded synthetic data: build the synthetic CUB-format archive,
   run it through the real preprocessing, train the profile's network, sample from the EMA weights,
@@ -78,6 +82,73 @@ def run_train(args) -> int:
     return 0
 
 
+def run_sample(args) -> int:
+    import numpy as np
+
+    from .data.transforms import to_uint8_hwc
+    from .experiment import load_run
+    from .sampling import prepare_for_sampling, sample_many
+
+    config = get_profile(args.profile)
+    run = load_run(paths.run_dir(config.profile, args.run_name), device=args.device)
+    device = next(run.model.parameters()).device
+    network = prepare_for_sampling(run.model, device, compile_network=args.compile)
+    low, high = standardized_range(run.mean.tolist(), run.std.tolist())
+    size = run.config.data.image_size
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    started = time.perf_counter()
+    images = sample_many(network, run.diffusion, args.num_samples, (3, size, size), sampler=args.sampler,
+                         steps=args.steps, eta=args.eta, generator=generator,
+                         clip_range=(low.float().to(device), high.float().to(device)), device=device)
+    seconds = time.perf_counter() - started
+    pixels = to_uint8_hwc(images, run.mean, run.std)
+    out = run.run_dir / "samples" / f"{args.sampler}{args.steps if args.sampler == 'ddim' else ''}_n{args.num_samples}"
+    np.savez_compressed(out.with_suffix(".npz"), images=pixels)
+    save_image_grid(torch.from_numpy(pixels[:64]).permute(0, 3, 1, 2), out.with_suffix(".png"))
+    print(f"{args.num_samples} samples in {seconds:.1f} s -> {out.with_suffix('.npz')}, {out.with_suffix('.png')}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .data.prepare import prepare_from_config
+    from .experiment import load_run
+    from .metrics import evaluate_run
+
+    config = get_profile(args.profile)
+    run = load_run(paths.run_dir(config.profile, args.run_name), device=args.device)
+    cache = load_cache(prepare_from_config(run.config.data, progress=False))
+    test = cache.test_images(run.config.data.split)
+    result = evaluate_run(run, test, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                          num_samples=args.num_samples, weights=args.weights, device=args.device,
+                          compile_network=args.compile, save_dir=run.run_dir / "evaluation")
+    result.pop("samples")
+    result = {"run": args.run_name, "profile": config.profile, **result}
+    log = run.run_dir / "evaluation" / "results.jsonl"
+    with open(log, "a") as handle:
+        handle.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=2, default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
+    return 0
+
+
+def run_pipeline(args) -> int:
+    from .pipeline import run_notebooks
+
+    run_notebooks(get_profile(args.profile).profile, args.only)
+    return 0
+
+
+def run_summary(args) -> int:
+    from .pipeline import summary
+
+    config = get_profile(args.profile)
+    print(summary(config.profile, config.data.source))
+    return 0
+
+
 def run_demo(args) -> int:
     config = configure(args)
     if config.data.source != "synthetic":
@@ -145,9 +216,36 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--resume", choices=("latest", "none"), default="latest")
             sub.add_argument("--retrain", action="store_true", help="train again even if the run is finished")
             sub.add_argument("--checkpoint-dir", default=None, help="e.g. a Google Drive folder")
-    commands.add_parser("bench", help="benchmarks: `bench train --help`")
+    sample = commands.add_parser("sample", help="draw images from a trained run's EMA weights")
+    sample.add_argument("--profile", default=None, help="the run's profile (default: $DDPM_PROFILE or demo)")
+    sample.add_argument("--run-name", required=True, help="folder under runs/<profile>/")
+    sample.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    sample.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    sample.add_argument("--eta", type=float, default=0.0)
+    sample.add_argument("--num-samples", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--compile", action="store_true", help="compile the network (CUDA)")
+    sample.add_argument("--device", default=None)
+    evaluate = commands.add_parser("evaluate", help="KID / FID of a trained run against the test split")
+    evaluate.add_argument("--profile", default=None, help="the run's profile (default: $DDPM_PROFILE or demo)")
+    evaluate.add_argument("--run-name", required=True, help="folder under runs/<profile>/")
+    evaluate.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    evaluate.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    evaluate.add_argument("--eta", type=float, default=0.0)
+    evaluate.add_argument("--num-samples", type=int, default=None, help="default: the test-set size")
+    evaluate.add_argument("--weights", default=None, help="Inception weights file (or $DDPM_INCEPTION_WEIGHTS)")
+    evaluate.add_argument("--compile", action="store_true", help="compile the network (CUDA)")
+    evaluate.add_argument("--device", default=None)
+    notebooks = commands.add_parser("notebooks", help="execute the six notebooks under a profile (papermill)")
+    notebooks.add_argument("--profile", default=None)
+    notebooks.add_argument("--only", nargs="*", default=None, help="names such as 03_baseline_unet")
+    summary = commands.add_parser("summary", help="what a run of the notebooks wrote, and where")
+    summary.add_argument("--profile", default=None)
+    commands.add_parser("bench", help="benchmarks: `bench train --help`, `bench sample --help`")
     args = parser.parse_args(argv)
-    commands_map = {"prepare": run_prepare, "train": run_train, "demo": run_demo}
+    commands_map = {"prepare": run_prepare, "train": run_train, "sample": run_sample, "evaluate": run_evaluate,
+                    "demo": run_demo,
+                    "notebooks": run_pipeline, "summary": run_summary}
     try:
         return commands_map[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input: one clear line, no traceback

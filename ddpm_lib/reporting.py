@@ -72,6 +72,8 @@ def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[P
         writer.writerows(rows)
 
     def cell(value) -> str:
+        if value is None:
+            return "--"
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
 
@@ -87,3 +89,39 @@ def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[P
 def written_files() -> list[Path]:
     """Every path saved through this module in this session, in order."""
     return list(_WRITTEN)
+
+
+def _tex_escape(text: str) -> str:
+    return str(text).replace("\\", "/").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+def write_report_inputs(config, numbers: dict) -> Path:
+    """Point the LaTeX report at this profile's figures and tables, and give it its numbers.
+
+    Writes ``report/generated/<profile>/settings.tex`` (``\\ProfileName``, ``\\DataSource``,
+    ``\\FigDir``, ``\\TableDir``, ``\\ifSynthetic`` and one macro per entry of ``numbers``, e.g.
+    ``{"BestFID": "12.3"}`` -> ``\\BestFID``) and ``report/generated/active.tex``, which the report
+    reads first. Returns the settings file.
+    """
+    folder = paths.REPORT_DIR / "generated" / config.profile
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = paths.figures_dir(config.profile, config.data.source)
+    lines = [
+        f"% written by ddpm_lib.reporting for profile {config.profile}; do not edit",
+        rf"\newcommand{{\ProfileName}}{{{_tex_escape(config.profile)}}}",
+        rf"\newcommand{{\DataSource}}{{{_tex_escape(data_label(config.data.source))}}}",
+        rf"\newcommand{{\FigDir}}{{{Path('..') / figures.relative_to(paths.REPO_ROOT)}}}",
+        rf"\newcommand{{\TableDir}}{{{tables_dir(config).relative_to(paths.REPORT_DIR)}}}",
+        r"\newif\ifSynthetic",
+        r"\Synthetictrue" if config.data.source != "cub" else r"\Syntheticfalse",
+    ]
+    for name, value in numbers.items():
+        if not name.isalpha():
+            raise ValueError(f"report macro names must be letters only, got {name!r}")
+        lines.append(rf"\newcommand{{\{name}}}{{{_tex_escape(value)}}}")
+    settings = folder / "settings.tex"
+    settings.write_text("\n".join(lines) + "\n")
+    (paths.REPORT_DIR / "generated" / "active.tex").write_text(
+        f"% the profile the report is built from (set by notebook 06 or `make report PROFILE=...`)\n"
+        f"\\input{{generated/{config.profile}/settings.tex}}\n")
+    return _remember(settings)

@@ -26,6 +26,7 @@ from torch import nn
 
 from . import checkpoints
 from .config import Config
+from .data.transforms import destandardize, standardize
 from .diffusion import GaussianDiffusion
 from .ema import EMA
 from .sampling import ddim_sample, standardized_range
@@ -45,22 +46,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     step: int = 0
     run_dir: Path | None = None
-
-
-def standardize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images (B, C, H, W) in 0..255 -> float32 with per-channel mean 0 and std 1.
-
-    Args:
-        mean, std: per-channel statistics of the pixel values scaled to [0, 1], shape (C,).
-    """
-    x = images_uint8.float() / 255.0
-    return (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
-
-
-def destandardize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`standardize`: float images -> uint8 (B, C, H, W), clipped to 0..255."""
-    x = images.float() * std.reshape(1, -1, 1, 1).to(images.device) + mean.reshape(1, -1, 1, 1).to(images.device)
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def random_batch(images: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,

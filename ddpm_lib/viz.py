@@ -84,13 +84,9 @@ def png_bytes(image_uint8: np.ndarray, scale: int = 1) -> bytes:
 
 def to_uint8_images(images, mean, std) -> np.ndarray:
     """Standardized float images (N, C, H, W) -> uint8 (N, H, W, C), clipped to the pixel range."""
-    import torch
+    from .data.transforms import to_uint8_hwc
 
-    images = torch.as_tensor(images).float()
-    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-    pixels = ((images * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()
+    return to_uint8_hwc(images, mean, std)
 
 
 def _image_widget(png: bytes):

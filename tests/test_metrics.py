@@ -1,0 +1,93 @@
+"""KID and FID through the project's wrapper, with a stand-in Inception written by the test."""
+
+import numpy as np
+import pytest
+
+from ddpm_lib.data.synthetic import render_dataset
+from ddpm_lib.metrics import (
+    STANDIN_LABEL,
+    InceptionWeightsError,
+    is_standin,
+    kid_fid,
+    nearest_neighbours,
+    write_standin_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    birds, _ = render_dataset(24, 4, image_size=32, seed=0)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=birds.shape, dtype=np.uint8)  # clearly different images
+    weights = write_standin_weights(tmp_path_factory.mktemp("w") / "standin.pth", birds[:12])
+    return birds, noise, weights
+
+
+def test_identical_sets_give_zero_and_different_sets_do_not(sets):
+    birds, noise, weights = sets
+    assert is_standin(weights)
+    same = kid_fid(birds[:12], birds[:12], weights=weights, device="cpu")
+    other = kid_fid(noise[:12], birds[:12], weights=weights, device="cpu")
+    assert abs(same["FID"]) < 1e-2 * other["FID"] and abs(same["KID mean"]) < 1e-2 * other["KID mean"]
+    assert other["FID"] > 0 and other["KID mean"] > 0
+    assert same["weights"] == STANDIN_LABEL
+
+
+def test_a_set_smaller_than_the_default_kid_subset_works(sets):
+    birds, noise, weights = sets
+    result = kid_fid(birds[12:], birds[:12], weights=weights, device="cpu")  # 12 images, default subset 1000
+    assert result["kid_subset_size"] == 12 and "capped to 12" in result["note"]
+    assert result["n_generated"] == 12 and result["n_real"] == 12
+
+
+def test_missing_weights_name_the_path_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_INCEPTION_WEIGHTS", str(tmp_path / "nope.pth"))
+    with pytest.raises(InceptionWeightsError, match="nope.pth not found.*download"):
+        kid_fid(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8), device="cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        kid_fid(np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 8, 8, 3), np.uint8), weights=None)
+
+
+def test_no_weights_and_no_internet_says_how_to_get_them(tmp_path, monkeypatch):
+    import urllib.error
+
+    from torch_fidelity import feature_extractor_inceptionv3
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no internet")
+
+    monkeypatch.delenv("DDPM_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(feature_extractor_inceptionv3, "load_state_dict_from_url", offline)
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(InceptionWeightsError, match="could not be downloaded.*DDPM_INCEPTION_WEIGHTS"):
+        kid_fid(images, images, device="cpu")
+
+
+def test_nearest_neighbours_find_the_copy():
+    train = np.random.default_rng(1).integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+    samples = train[[3, 17]].copy()
+    samples[0, 0, 0, 0] ^= 1  # almost a copy
+    assert nearest_neighbours(samples, train, k=2)[:, 0].tolist() == [3, 17]
+
+
+def test_evaluate_command_scores_a_trained_run(sets, tmp_path, monkeypatch, capsys):
+    import json
+
+    from ddpm_lib.__main__ import main
+
+    _, _, weights = sets
+    for name, folder in (("RUNS_DIR", "runs"), ("RAW_DIR", "raw"), ("PROCESSED_DIR", "processed")):
+        monkeypatch.setattr(f"ddpm_lib.paths.{name}", tmp_path / folder)
+    assert main(["train", "--profile", "smoke", "--steps", "4", "--run-name", "tiny"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--profile", "smoke", "--run-name", "tiny", "--steps", "5", "--weights", str(weights),
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert result["sampler"] == "DDIM-5" and result["n_generated"] == result["n_real"] == 10  # the test split
+    assert result["weights"] == STANDIN_LABEL and result["FID"] > 0
+    evaluation = tmp_path / "runs" / "smoke" / "tiny" / "evaluation"
+    saved = np.load(evaluation / "samples_DDIM-5.npz")["images"]
+    assert saved.shape == (10, 32, 32, 3) and saved.dtype == np.uint8  # kept for recomputing metrics
+    assert len((evaluation / "results.jsonl").read_text().splitlines()) == 1
