@@ -217,8 +217,8 @@ def get_profile(name: str | None = None) -> Config:
             model=ModelConfig(widths=(16, 32, 64), block_depth=2, base_channels=32, channel_mults=(1, 2, 4),
                               num_res_blocks=1),
             diffusion=DiffusionConfig(num_steps=1000, loss="mae"),
-            train=TrainConfig(batch_size=32, lr=1e-3, steps=1500, log_every=100, checkpoint_every=500,
-                              sample_every=500),
+            train=TrainConfig(batch_size=32, lr=1e-3, steps=1200, log_every=100, checkpoint_every=400,
+                              sample_every=400),
             sample=SampleConfig(steps=20, num_samples=36),
         )
     if name == "colab":

@@ -18,7 +18,8 @@ NOTEBOOKS = ("01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet", 
 # small U-Nets train for the profile's full length; the big one and the evaluation are cut down.
 PROFILE_PARAMETERS = {
     "demo": {
-        "03_baseline_unet": {"STEPS": 300},
+        "03_baseline_unet": {"STEPS": 150},
+        "04_small_unet": {"ATTENTION_STEPS": 400},
         "06_evaluation": {"SAMPLERS": [["ddim", 20]], "NUM_SAMPLES": 60, "REFERENCE_TRAIN": 120},
     },
 }
@@ -42,7 +43,8 @@ def run_notebooks(profile: str, only: list[str] | None = None, progress: bool = 
         notebook_started = time.perf_counter()
         output = out_dir / f"{name}.ipynb"
         papermill.execute_notebook(str(paths.REPO_ROOT / "notebooks" / f"{name}.ipynb"), str(output),
-                                   parameters=parameters, kernel_name="python3", progress_bar=progress,
+                                   parameters=parameters, kernel_name="python3", progress_bar=False,
+                                   log_output=progress,
                                    cwd=str(paths.REPO_ROOT / "notebooks"))
         print(f"      done in {time.perf_counter() - notebook_started:.0f} s -> {output}", flush=True)
         written.append(output)
