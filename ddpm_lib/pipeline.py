@@ -7,6 +7,7 @@ injected into each notebook's ``parameters`` cell and writes the executed copies
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, progress: bool = 
     """Execute the notebooks in order under ``profile``; returns the executed copies' paths."""
     import papermill
 
+    os.environ["DDPM_TEXT_PROGRESS"] = "1"  # the kernels inherit it: training prints plain progress lines
     out_dir = executed_dir(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [n for n in NOTEBOOKS if not only or n in only]

@@ -17,6 +17,7 @@ sample grids from the EMA weights.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,6 +339,9 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     entry = self._log(count, time.perf_counter() - started)
+                    if self.progress and os.environ.get("DDPM_TEXT_PROGRESS"):  # plain lines (papermill runs)
+                        print(f"step {self.step}/{self.total_steps}  loss {entry['loss']:.4f}  "
+                              f"{entry['images_per_s']:.0f} img/s", flush=True)
                     if bar is not None:
                         bar.update(count)
                         bar.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{entry['images_per_s']:.0f}")
