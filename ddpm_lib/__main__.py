@@ -74,11 +74,21 @@ def configure(args):
 
 
 def run_train(args) -> int:
+    """Train one run; under ``torchrun --nproc_per_node=N`` the N processes share the work (DDP)."""
+    from .distributed import init_from_environment
+
     config = configure(args)
     name = args.run_name or f"{config.model.name}_{config.diffusion.schedule}"
-    run = run_experiment(config, name, resume=None if args.resume == "none" else "latest", retrain=args.retrain,
-                         checkpoint_dir=args.checkpoint_dir, device=args.device)
-    print(f"run: {run.run_dir} ({run.step} steps)")
+    context = init_from_environment(args.device)
+    try:
+        run = run_experiment(config, name, resume=None if args.resume == "none" else "latest", retrain=args.retrain,
+                             checkpoint_dir=args.checkpoint_dir, device=context.device or args.device,
+                             progress=context.is_main)
+    finally:
+        if context.enabled:
+            torch.distributed.destroy_process_group()
+    if context.is_main:
+        print(f"run: {run.run_dir} ({run.step} steps)")
     return 0
 
 

@@ -19,6 +19,7 @@ from .config import Config
 from .data.cub import load_cache
 from .data.prepare import prepare_from_config
 from .diffusion import GaussianDiffusion
+from .distributed import barrier, init_from_environment
 from .train import Trainer, TrainResult
 
 
@@ -82,10 +83,18 @@ def run_experiment(config: Config, name: str, resume: str | None = "latest", ret
         resume: ``"latest"`` continues a killed run; None starts afresh.
         retrain: train again even if a finished run exists (its checkpoints are replaced).
         checkpoint_dir: where checkpoints go (default: the run folder; e.g. Google Drive on Colab).
+
+    Under ``torchrun`` every process runs this; rank 0 prepares the data first and alone writes files.
     """
+    context = init_from_environment(device)
+    device = context.device or device
     run_dir = paths.run_dir(config.profile, name)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else run_dir / "checkpoints"
-    data = load_training_data(config, progress=progress)
+    if not context.is_main:
+        barrier(context)  # wait until rank 0 has prepared the cache
+    data = load_training_data(config, progress=progress and context.is_main)
+    if context.is_main:
+        barrier(context)
     total = config.train.total_steps(data.images.shape[0])
     state, _ = checkpoints.load_latest(checkpoint_dir)
     if not retrain and state is not None and state["step"] >= total and state["config"] == config.to_dict():
@@ -94,13 +103,16 @@ def run_experiment(config: Config, name: str, resume: str | None = "latest", ret
         return load_run(run_dir, device, checkpoint_dir)
     if retrain:
         resume = None
-        for old in checkpoints.list_checkpoints(checkpoint_dir):
-            old.unlink()
+        barrier(context)  # every process has looked at the old checkpoints before they go
+        if context.is_main:
+            for old in checkpoints.list_checkpoints(checkpoint_dir):
+                old.unlink()
+        barrier(context)
     torch.manual_seed(config.train.seed)  # the network's initial weights follow the seed
     model = build_model(config.model, config.data.image_size)
     trainer = Trainer(model, build_diffusion(config.diffusion), data.images, data.mean, data.std, config,
                       run_dir=run_dir, checkpoint_dir=checkpoint_dir, device=device, resume=resume,
                       progress=progress)
     result: TrainResult = trainer.fit()
-    ema = result.ema.model.eval()
-    return Run(config, ema, trainer.diffusion, data.mean, data.std, run_dir, result.history, result.step)
+    model = result.ema.model.eval() if result.ema is not None else result.model  # the EMA lives on rank 0
+    return Run(config, model, trainer.diffusion, data.mean, data.std, run_dir, result.history, result.step)

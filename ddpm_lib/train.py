@@ -29,6 +29,7 @@ from . import checkpoints
 from .config import Config
 from .data.transforms import destandardize, standardize
 from .diffusion import GaussianDiffusion
+from .distributed import barrier, current_context, mean_over_processes
 from .ema import EMA
 from .sampling import ddim_sample, standardized_range
 from .tracking import MetricsLogger, gpu_memory_gb, gpu_power_watts
@@ -102,6 +103,11 @@ class Trainer:
         device: the training device (default: CUDA when available).
         resume: ``"latest"`` continues from the newest readable checkpoint, if any.
         progress: show a tqdm bar.
+
+    Under ``torchrun`` (a process group initialised by ``distributed.init_from_environment``) each of
+    the N processes draws the same global batch of ``train.batch_size`` from one shared seed and
+    trains on its 1/N slice; DDP averages the gradients, so N processes follow the same optimisation
+    as one process with the whole batch. Only rank 0 keeps the EMA and writes files.
     """
 
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, images: torch.Tensor, mean, std,
@@ -110,8 +116,15 @@ class Trainer:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         self.config, self.settings = config, config.train
+        self.dist = current_context()
+        if device is None and self.dist.enabled and torch.cuda.is_available():
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
+        if self.settings.batch_size % self.dist.world_size:
+            raise ValueError(f"train.batch_size={self.settings.batch_size} is the global batch and must be divisible "
+                             f"by the {self.dist.world_size} processes")
+        self.local_batch = self.settings.batch_size // self.dist.world_size
         self.precision = choose_precision(self.device, self.settings.precision)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
@@ -119,7 +132,8 @@ class Trainer:
         self.progress = progress
         self.total_steps = self.settings.total_steps(images.shape[0])
         self.channels_last = self.settings.channels_last and self.device.type == "cuda"
-        self.use_graph = self.settings.cuda_graph and self.device.type == "cuda" and self.precision != "fp16"
+        self.use_graph = (self.settings.cuda_graph and self.device.type == "cuda" and self.precision != "fp16"
+                          and not self.dist.enabled)  # DDP's all-reduce stays outside graphs
 
         torch.manual_seed(self.settings.seed)  # before anything random, so a seed repeats a run
         self.images = images.to(self.device)
@@ -128,10 +142,16 @@ class Trainer:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format).train()
         self.diffusion = diffusion.to(self.device)
-        # The network the loss calls: compiled on CUDA when asked (state dicts and the EMA keep
-        # using the plain module, so checkpoints do not depend on compilation).
-        self.network = torch.compile(self.model) if self.settings.compile and self.device.type == "cuda" else self.model
-        self.ema = EMA(self.model, self.settings.ema_decay, warmup=self.settings.ema_warmup)
+        # The network the loss calls: DDP-wrapped under torchrun, compiled on CUDA when asked (state
+        # dicts and the EMA keep using the plain module, so checkpoints depend on neither).
+        self.network = self.model
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.settings.compile and self.device.type == "cuda":
+            self.network = torch.compile(self.network)
+        self.ema = (EMA(self.model, self.settings.ema_decay, warmup=self.settings.ema_warmup)
+                    if self.dist.is_main else None)  # rank 0 keeps the EMA
         lr = torch.tensor(self.settings.lr, device=self.device) if self.use_graph else self.settings.lr
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=self.settings.weight_decay,
                                            capturable=self.use_graph, foreach=True)
@@ -145,10 +165,10 @@ class Trainer:
                 print(f"resumed from {path} at step {self.step}")
         elif resume not in (None, "latest"):
             raise ValueError(f"resume={resume!r}: use 'latest' or None")
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.to_json(self.run_dir / "config.json")
-        self.logger = MetricsLogger(self.run_dir, config, self.settings.wandb, history)
+        self.logger = MetricsLogger(self.run_dir, config, self.settings.wandb, history, enabled=self.dist.is_main)
         self._graph = None
         self._loss_sum = torch.zeros((), device=self.device)
 
@@ -159,14 +179,27 @@ class Trainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype, cache_enabled=not self.use_graph)
 
-    def _batch(self) -> torch.Tensor:
-        x0 = random_batch(self.images, self.settings.batch_size, self.mean, self.std)
-        return x0.contiguous(memory_format=torch.channels_last) if self.channels_last else x0
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This process's slice of the global batch: images x0, timesteps t and noise.
+
+        Every process draws the whole global batch from the same random stream (indices, flips,
+        t, noise, in the order ``GaussianDiffusion.training_loss`` would), then keeps its slice.
+        """
+        size = self.settings.batch_size
+        x0 = random_batch(self.images, size, self.mean, self.std)
+        t = self.diffusion.sample_timesteps(size, self.device)
+        noise = torch.randn(x0.shape, device=self.device, dtype=x0.dtype)
+        if self.dist.enabled:
+            part = slice(self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch)
+            x0, t, noise = x0[part], t[part], noise[part]
+        if self.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        return x0, t, noise
 
     def _forward_backward(self) -> torch.Tensor:
         """Draw a batch, compute the loss, backpropagate, step AdamW and the EMA. Returns the loss."""
         with self._autocast():
-            loss = self.diffusion.training_loss(self.network, self._batch())
+            loss = self.diffusion.training_loss(self.network, *self._draw())
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -179,7 +212,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.ema.update(self.model)
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss.detach()
 
     def _eager_step(self) -> None:
@@ -190,7 +224,7 @@ class Trainer:
         """Record the whole step in a CUDA graph (after warm-up steps on a side stream)."""
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}  # (graphs: one process only)
         ema_state = {k: v.clone() for k, v in self.ema.model.state_dict().items()}
         ema_updates = self.ema.updates.clone()
         optimizer_state = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)}
@@ -242,7 +276,7 @@ class Trainer:
     # ----- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict:
         return {
-            "step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),  # rank 0
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": _rng_state(self.device), "config": self.config.to_dict(),
@@ -251,7 +285,8 @@ class Trainer:
 
     def _restore(self, state: dict) -> list:
         self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -265,8 +300,12 @@ class Trainer:
             return None
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise TrainingDivergedError(f"weights are not finite at step {self.step}; not saving a checkpoint")
-        return checkpoints.save_checkpoint(self._state(), self.checkpoint_dir, self.step,
-                                           self.settings.keep_checkpoints)
+        path = None
+        if self.dist.is_main:
+            path = checkpoints.save_checkpoint(self._state(), self.checkpoint_dir, self.step,
+                                               self.settings.keep_checkpoints)
+        barrier(self.dist)  # every process sees the checkpoint before going on
+        return path
 
     # ----- samples --------------------------------------------------------------------------
     @torch.no_grad()
@@ -286,7 +325,7 @@ class Trainer:
         return destandardize(out.images, self.mean, self.std)
 
     def _write_grid(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return
         from .viz import save_image_grid
 
@@ -297,7 +336,7 @@ class Trainer:
 
     # ----- the loop -------------------------------------------------------------------------
     def _log(self, count: int, seconds: float) -> dict:
-        loss = self._loss_sum.item() / max(count, 1)
+        loss = mean_over_processes(self._loss_sum, self.dist).item() / max(count, 1)
         self._loss_sum.zero_()
         if not torch.isfinite(torch.tensor(loss)):
             raise TrainingDivergedError(
@@ -316,7 +355,7 @@ class Trainer:
         """Train until ``total_steps``, logging, checkpointing and sampling on the way."""
         s = self.settings
         bar = None
-        if self.progress:
+        if self.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
@@ -339,7 +378,7 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     entry = self._log(count, time.perf_counter() - started)
-                    if self.progress and os.environ.get("DDPM_TEXT_PROGRESS"):  # plain lines (papermill runs)
+                    if self.progress and self.dist.is_main and os.environ.get("DDPM_TEXT_PROGRESS"):  # papermill
                         print(f"step {self.step}/{self.total_steps}  loss {entry['loss']:.4f}  "
                               f"{entry['images_per_s']:.0f} img/s", flush=True)
                     if bar is not None:

@@ -52,8 +52,10 @@ def noise_variance_embedding(
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= max_groups that divides ``channels``."""
-    groups = math.gcd(channels, max_groups)
+    """GroupNorm with the largest group count <= max_groups that divides ``channels`` and keeps at
+    least two channels per group (one channel per group would be instance norm, which erases each
+    channel's mean: its colour, and the gradient of any bias before it)."""
+    groups = math.gcd(channels, max(1, min(max_groups, channels // 2)))
     return nn.GroupNorm(groups, channels)
 
 

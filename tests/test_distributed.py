@@ -1,0 +1,91 @@
+"""Several processes (torchrun, gloo on the CPU): the same optimisation as one process with the whole
+batch, resume from a checkpoint with any number of processes, and files written by rank 0 only."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).parent
+CHILD = str(HERE / "ddp_child.py")
+ENV = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def command(processes: int, *args) -> list[str]:
+    if processes == 1:
+        return [sys.executable, CHILD, *map(str, args)]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--nnodes=1",
+            "--master_addr=127.0.0.1", f"--master_port={_port()}", CHILD, *map(str, args)]
+
+
+def run(processes: int, *args) -> None:
+    subprocess.run(command(processes, *args), check=True, env=ENV, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path)
+
+
+def assert_close(a: dict, b: dict, atol: float = 1e-5) -> None:
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], atol=atol, rtol=1e-4), f"{key} differs"
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two")
+    run(2, out, 8)
+    return out
+
+
+def test_two_processes_follow_one_process_with_the_whole_batch(two_process_run, tmp_path):
+    run(1, tmp_path, 8)
+    single = weights(tmp_path / "final-rank0.pt")
+    rank0, rank1 = weights(two_process_run / "final-rank0.pt"), weights(two_process_run / "final-rank1.pt")
+    assert_close(single, rank0)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # DDP keeps the replicas identical
+    untrained = torch.load(tmp_path / "checkpoints" / "ckpt_00000002.pt", weights_only=False)["model"]
+    assert any(not torch.allclose(untrained[k], single[k]) for k in single)  # and training moved them
+
+
+def test_only_rank_0_writes_files(two_process_run):
+    assert (two_process_run / "run-rank0" / "metrics.csv").exists()
+    assert (two_process_run / "run-rank0" / "config.json").exists()
+    assert not (two_process_run / "run-rank1").exists()
+    assert sorted(p.name for p in (two_process_run / "checkpoints").iterdir())[-1] == "ckpt_00000008.pt"
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(two_process_run, tmp_path):
+    killed = subprocess.Popen(command(2, tmp_path, 8, "--slow", "0.4"), env=ENV, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not (tmp_path / "checkpoints" / "ckpt_00000004.pt").exists():
+        assert time.time() < deadline and killed.poll() is None, "the run never reached step 4"
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # the launcher and both workers
+    killed.wait()
+    assert not (tmp_path / "final-rank0.pt").exists()
+    run(2, tmp_path, 8, "--resume")
+    assert_close(weights(two_process_run / "final-rank0.pt"), weights(tmp_path / "final-rank0.pt"))
+
+
+def test_resume_with_a_different_number_of_processes(two_process_run, tmp_path):
+    import shutil
+
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(two_process_run / "checkpoints" / "ckpt_00000004.pt", tmp_path / "checkpoints")
+    run(1, tmp_path, 8, "--resume")  # started with 2 processes, finished with 1
+    assert_close(weights(two_process_run / "final-rank0.pt"), weights(tmp_path / "final-rank0.pt"))
