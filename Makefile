@@ -21,7 +21,7 @@ full:
 test: lint ipywidgets7 unit notebooks test-report
 
 lint:
-	$(PYTHON) -m ruff check ddpm_lib tests
+	$(PYTHON) -m ruff check ddpm_lib tests benchmarks notebooks
 
 unit:
 	$(PYTHON) -m pytest tests
