@@ -162,7 +162,8 @@ class Trainer:
             state, path = checkpoints.load_latest(self.checkpoint_dir, map_location=self.device)
             if state is not None:
                 history = self._restore(state)
-                print(f"resumed from {path} at step {self.step}")
+                if self.dist.is_main:
+                    print(f"resumed from {path} at step {self.step}")
         elif resume not in (None, "latest"):
             raise ValueError(f"resume={resume!r}: use 'latest' or None")
         if self.run_dir is not None and self.dist.is_main:
