@@ -8,7 +8,6 @@ go to OUT/run-rank<R>/ (only rank 0 should write any) and OUT/checkpoints/ (shar
 """
 
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +17,8 @@ from ddpm_lib.config import get_profile
 from ddpm_lib.distributed import init_from_environment
 from ddpm_lib.models import BaselineUNet
 from ddpm_lib.train import Trainer
+
+from child_helpers import slow_down
 
 
 def main():
@@ -36,14 +37,7 @@ def main():
     trainer = Trainer(model, build_diffusion(config.diffusion), images, torch.full((3,), 0.5), torch.full((3,), 0.25),
                       config, run_dir=out / f"run-rank{context.rank}", checkpoint_dir=out / "checkpoints",
                       device="cpu", resume="latest" if "--resume" in sys.argv else None, progress=False)
-    if slow:
-        original = trainer.train_step
-
-        def slow_step():
-            original()
-            time.sleep(slow)
-
-        trainer.train_step = slow_step
+    slow_down(trainer, slow)
     trainer.fit()
     torch.save(trainer.model.state_dict(), out / f"final-rank{context.rank}.pt")
     if context.enabled:

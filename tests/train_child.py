@@ -6,7 +6,6 @@ Writes RUN_DIR/final.pt (the model and EMA weights) when training ends.
 """
 
 import sys
-import time
 
 import torch
 
@@ -15,6 +14,8 @@ from ddpm_lib.config import get_profile
 from ddpm_lib.data.synthetic import render_dataset
 from ddpm_lib.models import SmallUNet
 from ddpm_lib.train import Trainer
+
+from child_helpers import slow_down
 
 
 def main():
@@ -31,14 +32,7 @@ def main():
     trainer = Trainer(model, build_diffusion(config.diffusion), images, torch.full((3,), 0.5), torch.full((3,), 0.25),
                       config, run_dir=run_dir, device="cpu", resume="latest" if "--resume" in sys.argv else None,
                       progress=False)
-    if slow:
-        original = trainer.train_step
-
-        def slow_step():
-            original()
-            time.sleep(slow)
-
-        trainer.train_step = slow_step
+    slow_down(trainer, slow)
     trainer.fit()
     torch.save({"model": trainer.model.state_dict(), "ema": trainer.ema.model.state_dict()}, f"{run_dir}/final.pt")
 
