@@ -27,10 +27,10 @@ from .config import get_profile
 from .data.cub import PreprocessOptions, load_cache
 from .data.download import CUB_MD5
 from .data.prepare import prepare
+from .data.transforms import destandardize
 from .experiment import load_training_data, run_experiment
 from .models import count_parameters
 from .sampling import ddim_sample, ddpm_sample, standardized_range
-from .train import destandardize
 from .viz import save_image_grid
 
 

@@ -396,11 +396,3 @@ class Trainer:
             self.logger.close()
         return TrainResult(self.model, self.ema, self.logger.history, self.step, self.run_dir)
 
-
-def train(model: nn.Module, diffusion: GaussianDiffusion, images: torch.Tensor, config: Config, mean, std,
-          run_dir=None, device=None, resume: str | None = None, checkpoint_dir=None,
-          progress: bool = True) -> TrainResult:
-    """Train ``model`` on uint8 ``images`` (N, C, H, W) with ``config``; see :class:`Trainer`."""
-    trainer = Trainer(model, diffusion, images, mean, std, config, run_dir=run_dir, checkpoint_dir=checkpoint_dir,
-                      device=device, resume=resume, progress=progress)
-    return trainer.fit()

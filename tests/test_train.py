@@ -16,8 +16,9 @@ from ddpm_lib.__main__ import main
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
 from ddpm_lib.data.synthetic import render_dataset
+from ddpm_lib.data.transforms import destandardize, standardize
 from ddpm_lib.models import SmallUNet
-from ddpm_lib.train import Trainer, TrainingDivergedError, choose_precision, destandardize, random_batch, standardize
+from ddpm_lib.train import Trainer, TrainingDivergedError, choose_precision, random_batch
 
 HERE = Path(__file__).parent
 
