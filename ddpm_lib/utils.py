@@ -1,11 +1,6 @@
-"""Small helpers shared across the library: unwrapping networks, devices, seeding."""
+"""Small helpers shared across the library."""
 
 from __future__ import annotations
-
-import random
-
-import numpy as np
-import torch
 
 
 def unwrap_model(model):
@@ -16,16 +11,3 @@ def unwrap_model(model):
         if inner is None:
             return model
         model = inner
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU (library code never hard-codes a device)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a CPU ``torch.Generator`` seeded the same way."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
