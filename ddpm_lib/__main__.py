@@ -1,4 +1,5 @@
-"""Command line: ``python -m ddpm_lib prepare | train | sample | evaluate | notebooks | summary | demo | bench``.
+"""Command line: ``python -m ddpm_lib prepare | train | sample | evaluate | notebooks | summary | demo | bench |
+colab-links``.
 
 * ``prepare``: download (or find, or synthesise) CUB-200-2011, extract it safely, crop, resize and
   cache it (``ddpm_lib.data.prepare``). A second run does nothing.
@@ -8,6 +9,8 @@
 * ``evaluate``: KID / FID of a trained run's samples against the test split (``ddpm_lib.metrics``).
 * ``notebooks``: execute the six notebooks in order under a profile (papermill); ``summary``: what
   such a run wrote, and where (``ddpm_lib.pipeline``).
+* ``colab-links``: point the "Open in Colab" badges and each notebook's set-up cell at the repository
+  (``[project.urls] Repository`` in ``pyproject.toml``, or ``--repo``), after the repository moves.
 * ``bench train``: images/s of the training step per network and batch size (``ddpm_lib.bench``).
 * ``demo``: the main job on the embedded synthetic data: build the synthetic CUB-format archive,
   run it through the real preprocessing, train the profile's network, sample from the EMA weights,
@@ -55,9 +58,7 @@ def run_prepare(args) -> int:
 
 def configure(args):
     """The profile's config with the command line's overrides applied."""
-    config = get_profile(args.profile)
-    if getattr(args, "model", None):
-        config.model.name = args.model
+    config = get_profile(args.profile, model=getattr(args, "model", None))
     if getattr(args, "attention", False):
         config.model.attention = True
     if getattr(args, "schedule", None):
@@ -192,6 +193,16 @@ def run_demo(args) -> int:
     return 0
 
 
+def run_colab_links(args) -> int:
+    from .colab import project_url, update_links
+
+    url = args.repo or project_url()
+    changed = update_links(url, branch=args.branch)
+    print(f"Colab links point at {url} (branch {args.branch}); changed: "
+          + (", ".join(str(p.relative_to(paths.REPO_ROOT)) for p in changed) or "nothing"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
@@ -248,10 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = commands.add_parser("summary", help="what a run of the notebooks wrote, and where")
     summary.add_argument("--profile", default=None)
     commands.add_parser("bench", help="benchmarks: `bench train --help`, `bench sample --help`")
+    links = commands.add_parser("colab-links", help="point the README's and notebooks' Colab badges and set-up "
+                                                    "cells at a repository")
+    links.add_argument("--repo", default=None, help="https://github.com/<org>/<repo> (default: pyproject.toml's)")
+    links.add_argument("--branch", default="main")
     args = parser.parse_args(argv)
     commands_map = {"prepare": run_prepare, "train": run_train, "sample": run_sample, "evaluate": run_evaluate,
                     "demo": run_demo,
-                    "notebooks": run_pipeline, "summary": run_summary}
+                    "notebooks": run_pipeline, "summary": run_summary, "colab-links": run_colab_links}
     try:
         return commands_map[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input: one clear line, no traceback

@@ -21,7 +21,7 @@ PROFILE_PARAMETERS = {
     "demo": {
         "03_baseline_unet": {"STEPS": 150},
         "04_small_unet": {"ATTENTION_STEPS": 400},
-        "06_evaluation": {"SAMPLERS": [["ddim", 20]], "NUM_SAMPLES": 60, "REFERENCE_TRAIN": 120},
+        "06_evaluation": {"NUM_SAMPLES": 60, "REFERENCE_TRAIN": 120},
     },
 }
 

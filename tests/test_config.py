@@ -3,7 +3,7 @@
 import pytest
 
 from ddpm_lib.build import build_diffusion, build_model
-from ddpm_lib.config import Config, DiffusionConfig, TrainConfig, get_profile
+from ddpm_lib.config import MODEL_STEPS, Config, DiffusionConfig, TrainConfig, get_profile
 from ddpm_lib.models import count_parameters
 
 
@@ -41,3 +41,15 @@ def test_json_round_trip_and_build(tmp_path, profile):
     model = build_model(again.model, again.data.image_size)
     assert count_parameters(model) > 0
     assert build_diffusion(again.diffusion).num_steps == again.diffusion.num_steps
+
+
+def test_a_network_gets_its_own_training_length_only_where_the_profile_sets_one():
+    colab_small = get_profile("colab", model="small_unet")
+    colab_big = get_profile("colab", model="baseline_unet")
+    assert colab_small.model.name == "small_unet" and colab_small.train.steps == get_profile("colab").train.steps
+    assert colab_big.model.name == "baseline_unet" and colab_big.train.steps == MODEL_STEPS["colab"]["baseline_unet"]
+    assert colab_big.train.steps < colab_small.train.steps
+    full_big = get_profile("full", model="baseline_unet")
+    assert full_big.train.epochs == get_profile("full").train.epochs == 200  # the study's length, untouched
+    with pytest.raises(ValueError, match="model='resnet'"):
+        get_profile("demo", model="resnet")

@@ -24,7 +24,9 @@ def test_stored_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_skeleton_and_parameters_cell(path):
     cells = json.loads(path.read_text())["cells"]
-    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    title = "".join(cells[0]["source"]).split("\n\n", 1)  # the Colab badge, then the title
+    assert cells[0]["cell_type"] == "markdown" and title[0].startswith("[![Open In Colab]")
+    assert title[1].startswith("# ")
     assert "what you will learn" in "".join(cells[0]["source"]).lower()
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"

@@ -138,9 +138,14 @@ def download(
         urls: where to fetch it from, in order (the current CaltechDATA URL, then the legacy one).
         md5: the expected checksum (injectable for tests); None skips the check.
     Returns:
-        ``destination``.
+        ``destination`` (where a link points, when it is one).
+
+    A ``destination`` that is a symbolic link (as Colab's setup makes it, to Google Drive) is followed:
+    the partial file and the archive land where the link points, so both survive a runtime reset.
     """
     destination = Path(destination)
+    if destination.is_symlink():
+        destination = destination.resolve()
     destination.parent.mkdir(parents=True, exist_ok=True)
     if destination.exists():
         check_md5(destination, md5)
