@@ -13,7 +13,7 @@ and calls :func:`setup_colab`, which
   GPU, the CPU-sized ``demo`` otherwise) unless ``DDPM_PROFILE`` is set.
 
 :func:`update_links` rewrites the badges and the setup cells when the repository moves. This module
-itself imports only the standard library at import time (the package imports torch, which Colab has).
+imports only the standard library and this package (which imports torch, which Colab has).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .pipeline import NOTEBOOKS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet", "05_ddim_cosine", "06_evaluation")
 DRIVE_FOLDER = "MyDrive/ddpm-cub"  # under the Drive mount point
 # import name -> pip name of what the notebooks need beyond the standard library
 REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "PIL": "pillow",
