@@ -199,8 +199,9 @@ def _build_section(section_cls, name: str, values: dict):
 # Training length (optimizer steps) of a network whose cost per image does not suit its profile's
 # default: the 26.6M-parameter BaselineUNet costs ~8x the SmallUNet per image (54 vs 6.85 GFLOP).
 MODEL_STEPS = {"demo": {"baseline_unet": 40}, "colab": {"baseline_unet": 4_000}}
-# The sampler settings notebook 06 scores, as [sampler, DDIM steps]. DDPM-1000 on 2,350 images is
-# ~35 s on an H200 but over an hour on a T4 in fp32, so the colab and demo profiles leave it out.
+# The sampler settings notebook 06 scores, as [sampler, DDIM steps]. DDPM-1000 on 2,350 images took
+# 35 s on an H200 (bf16, compiled); on a T4 in fp32 it would take over an hour (an estimate from the
+# H200's fp32 DDIM-50 time and the cards' bandwidth), so the colab and demo profiles leave it out.
 EVAL_SAMPLERS = {
     "smoke": [["ddpm", 0], ["ddim", 5], ["ddim", 50]],
     "demo": [["ddim", 20]],
