@@ -162,6 +162,7 @@ def setup_colab(use_drive: bool = True, repo_root: Path | None = None, mount_poi
     if missing:
         print(f"installing {', '.join(missing)} (Colab's torch and ipywidgets are kept as they are)")
         install(pip_command(missing, repo_root / ".colab-constraints.txt"), check=True)
+        importlib.invalidate_caches()  # the running kernel sees the new packages without a restart
     result = ColabSetup(repo_root=repo_root, profile="", has_gpu=False, installed=missing)
     if use_drive and mount_drive(mount_point):
         result.drive_root = mount_point / DRIVE_FOLDER

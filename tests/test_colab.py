@@ -76,6 +76,21 @@ def test_only_missing_packages_are_installed_and_colabs_own_are_pinned(tmp_path)
         assert f"{name}=={importlib.metadata.version(name)}" in pins
 
 
+def test_setup_installs_what_is_missing_keeps_a_chosen_profile_and_needs_no_drive(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "")
+    monkeypatch.setenv("DDPM_PROFILE", "smoke")  # the user's choice wins over the GPU-based default
+    monkeypatch.setattr(colab, "missing_packages", lambda: ["torch-fidelity"])
+    calls = []
+    result = colab.setup_colab(use_drive=False, repo_root=tmp_path,
+                               install=lambda command, check: calls.append((command, check)))
+    assert [c[0][-1] for c in calls] == ["torch-fidelity"] and calls[0][1] is True
+    assert "--constraint" in calls[0][0] and (tmp_path / ".colab-constraints.txt").exists()
+    assert result.installed == ["torch-fidelity"] and result.profile == "smoke" and result.drive_root is None
+    assert os.getcwd() == str(tmp_path / "notebooks") and os.environ["PYTHONPATH"] == str(tmp_path)
+
+
 # ----- Drive ------------------------------------------------------------------------------------
 def test_drive_links_put_runs_cache_and_archive_on_drive_and_are_idempotent(tmp_path):
     repo, drive = tmp_path / "repo", tmp_path / "drive" / "MyDrive" / "ddpm-cub"
