@@ -89,18 +89,15 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
                     f"{target} (or set USE_DRIVE = False in the first cell) and run the cell again."
                 )
             link.rmdir()
-        elif link.exists():  # an archive downloaded before Drive was mounted: move it there
-            target.parent.mkdir(parents=True, exist_ok=True)
+        is_folder = link.name != ARCHIVE_NAME
+        (target if is_folder else target.parent).mkdir(parents=True, exist_ok=True)  # the archive comes later
+        if link.is_file():  # an archive downloaded before Drive was mounted: move it there
             if not target.exists():
                 link.replace(target)
             else:
                 link.unlink()
-        if link.name != ARCHIVE_NAME:
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)  # the archive itself appears on download
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target, target_is_directory=link.name != ARCHIVE_NAME)
+        link.symlink_to(target, target_is_directory=is_folder)
     return targets
 
 
@@ -125,8 +122,7 @@ class ColabSetup:
     profile: str
     has_gpu: bool
     installed: list[str] = field(default_factory=list)
-    drive_root: Path | None = None
-    links: dict = field(default_factory=dict)
+    drive_root: Path | None = None  # where runs/, the cache and the archive live, when Drive is mounted
 
 
 def mount_drive(mount_point: Path) -> bool:
@@ -166,7 +162,7 @@ def setup_colab(use_drive: bool = True, repo_root: Path | None = None, mount_poi
     result = ColabSetup(repo_root=repo_root, profile="", has_gpu=False, installed=missing)
     if use_drive and mount_drive(mount_point):
         result.drive_root = mount_point / DRIVE_FOLDER
-        result.links = link_to_drive(repo_root, result.drive_root)
+        link_to_drive(repo_root, result.drive_root)
         print(f"checkpoints, metrics and the data cache are kept in {result.drive_root}: after a reset, run the "
               "notebook again and training resumes from the last checkpoint")
     result.has_gpu, line = describe_device()

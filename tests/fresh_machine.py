@@ -8,7 +8,7 @@ Run by ``make test`` in CI (``CI=true``), or by hand: ``python tests/fresh_machi
    the clone, with none of this environment's virtualenv on the PATH (so a dependency missing from
    ``requirements.txt`` or a step missing from the README fails here);
 3. runs the main job's pipeline (``make demo``) under the ``smoke`` profile: the notebooks through
-   papermill, the report, the summary (``make demo`` itself takes ~15 minutes on 2 cores).
+   papermill, the report, the summary (``make demo`` itself takes ~13 minutes on 2 cores).
 
 The inner ``make test`` sees ``DDPM_FRESH_MACHINE_INNER`` and does not start this script again.
 Exits non-zero, keeping the clone for inspection, when a command fails.
