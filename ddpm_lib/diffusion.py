@@ -9,6 +9,15 @@ network was built to see (its ``conditioning`` attribute):
 
 So every network works with every schedule. Shapes: images (B, C, H, W); timesteps (B,) integers
 in 0..T-1 (see ``schedules.py`` for the indexing).
+
+Class-conditional networks (``num_classes`` set, notebook 07) are called ``model(x_t, cond, labels)``
+with species indices 0..K-1, and index K, "no label", for the unconditional prediction they learn
+through label dropout. Classifier-free guidance (Ho & Salimans 2022) combines the two in eps space,
+
+    eps = eps_uncond + w (eps_cond - eps_uncond),
+
+so w = 1 is plain conditional sampling and w = 0 unconditional sampling; for w other than 0 and 1
+both predictions come from one network call on a doubled batch (:meth:`GaussianDiffusion.predict_eps_x0`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,29 @@ from .utils import unwrap_model
 PREDICTION_TYPES = ("eps", "x0", "v")
 LOSS_TYPES = ("mse", "mae")
 CONDITIONING_TYPES = ("timestep", "noise_variance")
+
+
+def network_num_classes(model: Callable) -> int | None:
+    """The number of classes a network is conditioned on (its ``num_classes``), None if unconditional."""
+    return getattr(unwrap_model(model), "num_classes", None)
+
+
+def check_labels(model: Callable, labels: torch.Tensor | None, batch_size: int) -> None:
+    """Raise a clear ``ValueError`` when ``labels`` do not suit ``model`` and a batch of ``batch_size``."""
+    if labels is None:
+        return
+    num_classes = network_num_classes(model)
+    if num_classes is None:
+        raise ValueError("labels were given, but the network is unconditional (trained without model.num_classes); "
+                         "drop the labels or use a conditional run")
+    if labels.ndim != 1 or labels.shape[0] != batch_size:
+        raise ValueError(f"labels must have shape ({batch_size},), one species index per image, "
+                         f"got {tuple(labels.shape)}")
+    if labels.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer species indices, got {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (the network knows {num_classes} species), "
+                         f"got values from {int(labels.min())} to {int(labels.max())}")
 
 
 def network_conditioning(model: Callable) -> str:
@@ -129,9 +161,35 @@ class GaussianDiffusion:
             return (1.0 - self.schedule.alphas_cumprod.to(t.device)[t]).float()
         return t.float()
 
-    def model_output(self, model: Callable, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The raw network output for x_t at timesteps t, as float32-or-wider like x_t."""
-        return model(x_t, self.network_condition(model, t)).to(x_t.dtype)
+    def model_output(self, model: Callable, x_t: torch.Tensor, t: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw network output for x_t at timesteps t, as float32-or-wider like x_t.
+
+        ``labels`` go to class-conditional networks only (None: their "no label" index).
+        """
+        cond = self.network_condition(model, t)
+        if network_num_classes(model) is None:
+            return model(x_t, cond).to(x_t.dtype)
+        return model(x_t, cond, labels).to(x_t.dtype)
+
+    def guided_output(self, model: Callable, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+                      guidance: float = 1.0) -> torch.Tensor:
+        """The network output with classifier-free guidance weight w (Ho & Salimans 2022).
+
+        w = 1 (or no labels) is one plain call; w = 0 one call with the "no label" index; any other w
+        one call on the doubled batch [x_t with labels, x_t with "no label"], combined as
+        ``out_uncond + w (out_cond - out_uncond)``. eps, x0 and v are each affine in the output with
+        the same x_t term, so this is exactly eps_uncond + w (eps_cond - eps_uncond) for eps-, x0-
+        and v-networks alike. The samplers check the labels once (:func:`check_labels`), not per step.
+        """
+        if labels is None or guidance == 1.0:
+            return self.model_output(model, x_t, t, labels)
+        if guidance == 0.0:
+            return self.model_output(model, x_t, t, None)
+        null = torch.full_like(labels, network_num_classes(model))
+        out = self.model_output(model, torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]))
+        out_cond, out_uncond = out.chunk(2)
+        return out_uncond + guidance * (out_cond - out_uncond)
 
     def predict_eps_x0(
         self,
@@ -139,6 +197,8 @@ class GaussianDiffusion:
         x_t: torch.Tensor,
         t: torch.Tensor,
         clip_range: tuple | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's estimates of (eps, x0) at x_t, whatever it was trained to predict.
 
@@ -146,8 +206,10 @@ class GaussianDiffusion:
             clip_range: optional (low, high) bounds for x0, floats or tensors broadcastable to x_t
                 (e.g. per channel, (1, C, 1, 1)): the real range of the standardized data. When
                 given, x0 is clamped and eps recomputed from the clamped x0 so the two agree.
+            labels: species indices (B,) for a class-conditional network, or None.
+            guidance: the classifier-free guidance weight w (:meth:`guided_output`).
         """
-        out = self.model_output(model, x_t, t)
+        out = self.guided_output(model, x_t, t, labels, guidance)
         if self.prediction == "eps":
             eps, x0 = out, self.predict_x0_from_eps(x_t, t, out)
         elif self.prediction == "x0":
@@ -180,6 +242,7 @@ class GaussianDiffusion:
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The simple loss of Ho et al. (Algorithm 1): ``|| target - model(x_t, t) ||`` averaged.
 
@@ -187,6 +250,7 @@ class GaussianDiffusion:
             x0: clean standardized images, (B, C, H, W).
             t: timesteps (B,); drawn uniformly from 0..T-1 when omitted.
             noise: the eps used for x_t; drawn when omitted.
+            labels: species indices (B,) for a class-conditional network (0..K, K = "no label").
         Returns:
             a scalar: mean squared error (``loss="mse"``) or mean absolute error (``"mae"``).
         """
@@ -195,7 +259,7 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.q_sample(x0, t, noise)
-        prediction = model(x_t, self.network_condition(model, t)).float()
+        prediction = self.model_output(model, x_t, t, labels).float()
         target = self.training_target(x0, t, noise).float()
         if self.loss == "mse":
             return F.mse_loss(prediction, target)

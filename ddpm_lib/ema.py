@@ -1,9 +1,11 @@
 """Exponential moving average (EMA) of a network's weights, used for every sample and evaluation.
 
 ``ema = decay * ema + (1 - decay) * weights`` after each optimizer step (the Keras example and
-Ho et al. both use it; the study did not). Buffers (BatchNorm running statistics) are copied, not
-averaged. The update is pure tensor arithmetic (the step count lives on the device), so it can be
-captured in a CUDA graph with the rest of the training step.
+Ho et al. both use it; the study did not). Floating-point buffers (BatchNorm running statistics) are
+averaged the same way, as the Keras example averages them with the weights, so the averaged
+weights are paired with averaged statistics; integer buffers (``num_batches_tracked``) are copied.
+The update is pure tensor arithmetic (the step count lives on the device), so it can be captured in
+a CUDA graph with the rest of the training step.
 """
 
 from __future__ import annotations
@@ -51,10 +53,15 @@ class EMA:
         source = unwrap_model(model)
         ema_params = list(self.model.parameters())
         params = [p.detach().to(e.dtype) for p, e in zip(source.parameters(), ema_params, strict=True)]
-        torch._foreach_mul_(ema_params, decay)
-        torch._foreach_add_(ema_params, torch._foreach_mul(params, 1.0 - decay))
+        ema_buffers, buffers = [], []
         for ema_buffer, buffer in zip(self.model.buffers(), source.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+            if ema_buffer.is_floating_point():
+                ema_buffers.append(ema_buffer)
+                buffers.append(buffer.detach().to(ema_buffer.dtype))
+            else:
+                ema_buffer.copy_(buffer)
+        torch._foreach_mul_(ema_params + ema_buffers, decay)
+        torch._foreach_add_(ema_params + ema_buffers, torch._foreach_mul(params + buffers, 1.0 - decay))
         self.updates.add_(1)
 
     def state_dict(self) -> dict:

@@ -1,9 +1,11 @@
-"""Samplers: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) and DDIM (Song et al. 2021).
+"""Samplers: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), DDIM (Song et al. 2021) and
+DPM-Solver++ (Lu et al. 2022, the multistep second-order "2M" form).
 
-Both run the reverse process of one :class:`~ddpm_lib.diffusion.GaussianDiffusion` with any
+All three run the reverse process of one :class:`~ddpm_lib.diffusion.GaussianDiffusion` with any
 network, take a ``torch.Generator`` (a seeded call repeats exactly), can clip the predicted x0 to
-the data's real range, and can record a trajectory (x_t and the predicted x0 at chosen steps) for
-figures and sliders.
+the data's real range, can record a trajectory (x_t and the predicted x0 at chosen steps) for
+figures and sliders, and take ``labels`` and a classifier-free ``guidance`` weight for
+class-conditional networks (w = 1 plain conditional, w = 0 unconditional; ``diffusion.py``).
 
 Random numbers are drawn in a fixed order: the start noise x_T (unless given), then one standard
 normal tensor per step whenever the step is stochastic. So DDIM with ``eta = 1`` over all T steps
@@ -12,15 +14,20 @@ consumes the same draws as DDPM with the posterior variance, and the two agree d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .diffusion import GaussianDiffusion
+from .device import autocast, choose_precision
+from .diffusion import GaussianDiffusion, check_labels
+from .schedules import NoiseSchedule
 
-SPACINGS = ("trailing", "linspace", "leading")
+SAMPLERS = ("ddpm", "ddim", "dpmpp")  # DDPM (all T steps), DDIM, DPM-Solver++
+SPACINGS = ("trailing", "linspace", "leading", "logsnr")
 DDPM_VARIANCES = ("posterior", "beta")
+DPM_SOLVER_ORDERS = (1, 2)
 
 
 @dataclass
@@ -56,26 +63,60 @@ def standardized_range(mean: Sequence[float], std: Sequence[float]) -> tuple[tor
     return (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
 
 
-def ddim_timesteps(num_steps: int, sample_steps: int, spacing: str = "trailing") -> list[int]:
-    """The decreasing timesteps a ``sample_steps``-step DDIM visits out of ``num_steps`` (T).
-
-    * ``"trailing"`` (default; Lin et al. 2024, Table 2): T-1, T-1-T/S, ...: always starts at the
-      noisiest step, where the start noise really is pure noise.
-    * ``"linspace"``: evenly from T-1 down to 0, both ends included.
-    * ``"leading"`` (Song et al.'s code): 0, T/S, 2T/S, ... reversed; it never visits T-1.
-    With ``sample_steps == num_steps`` all three give T-1, ..., 0.
-    """
+def _check_steps(num_steps: int, sample_steps: int, spacing: str) -> None:
     if spacing not in SPACINGS:
-        raise ValueError(f"unknown DDIM spacing {spacing!r}; use one of {SPACINGS}")
-    if not 1 <= sample_steps <= num_steps:
-        raise ValueError(f"DDIM needs 1 <= sample_steps <= T = {num_steps}, got {sample_steps}")
-    if spacing == "trailing":
-        steps = torch.round(torch.arange(num_steps, 0, -num_steps / sample_steps, dtype=torch.float64)) - 1
-    elif spacing == "linspace":
-        steps = torch.linspace(num_steps - 1, 0, sample_steps, dtype=torch.float64).round()
-    else:
-        steps = (torch.arange(sample_steps, dtype=torch.float64) * (num_steps // sample_steps)).flip(0)
-    return [int(s) for s in steps]
+        raise ValueError(f"unknown timestep spacing {spacing!r}; use one of {SPACINGS}")
+    if not isinstance(sample_steps, int) or not 1 <= sample_steps <= num_steps:
+        raise ValueError(f"steps must satisfy 1 <= steps <= T = {num_steps}, got {sample_steps!r}")
+
+
+def ddim_timesteps(num_steps: int, sample_steps: int, spacing: str = "trailing") -> list[int]:
+    """The S = ``sample_steps`` decreasing timesteps a few-step sampler visits out of T = ``num_steps``.
+
+    * ``"trailing"`` (default; Lin et al. 2024, Table 2): round(T (S - i) / S) - 1 for i = 0..S-1,
+      i.e. T-1, T-1-T/S, ...: always starts at the noisiest step, where the start noise really is
+      pure noise.
+    * ``"linspace"``: evenly from T-1 down to 0, both ends included.
+    * ``"leading"`` (Song et al.'s code): 0, T//S, 2 T//S, ... reversed; it never visits T-1.
+    Integer arithmetic only, so every S in 1..T gives exactly S distinct timesteps in 0..T-1. With
+    ``sample_steps == num_steps`` all three give T-1, ..., 0. (``"logsnr"`` needs the schedule:
+    :func:`sampling_timesteps`.)
+    """
+    _check_steps(num_steps, sample_steps, spacing)
+    T, S = num_steps, sample_steps
+    if spacing == "trailing":  # round(T (S - i) / S) - 1, rounding halves up
+        return [(2 * T * (S - i) + S) // (2 * S) - 1 for i in range(S)]
+    if spacing == "linspace":  # round((T - 1) (S - 1 - i) / (S - 1))
+        return [(2 * (T - 1) * (S - 1 - i) + S - 1) // (2 * (S - 1)) if S > 1 else T - 1 for i in range(S)]
+    if spacing == "leading":
+        return [i * (T // S) for i in reversed(range(S))]
+    raise ValueError(f"spacing {spacing!r} needs the schedule: use sampling_timesteps(schedule, ...)")
+
+
+def logsnr_timesteps(schedule: NoiseSchedule, sample_steps: int) -> list[int]:
+    """S decreasing timesteps uniform in lambda = log(alpha / sigma) = log SNR / 2, from t = T-1 to 0
+    (Lu et al. 2022's spacing for DPM-Solver), each the discrete step nearest its lambda; where two
+    would coincide they are pushed apart, so the S steps stay distinct."""
+    T, S = schedule.num_steps, sample_steps
+    _check_steps(T, S, "logsnr")
+    lambdas = 0.5 * torch.log(schedule.alphas_cumprod.cpu() / (1 - schedule.alphas_cumprod.cpu()))  # increasing down
+    targets = torch.linspace(float(lambdas[-1]), float(lambdas[0]), S, dtype=torch.float64)
+    steps = [int(torch.argmin((lambdas - target).abs())) for target in targets]
+    for i in range(1, S):  # strictly decreasing ...
+        steps[i] = min(steps[i], steps[i - 1] - 1)
+    for i in range(S - 1, -1, -1):  # ... and never below 0
+        steps[i] = max(steps[i], S - 1 - i)
+        if i + 1 < S:
+            steps[i] = max(steps[i], steps[i + 1] + 1)
+    return steps
+
+
+def sampling_timesteps(schedule: NoiseSchedule, sample_steps: int, spacing: str = "trailing") -> list[int]:
+    """The decreasing timesteps of a ``sample_steps``-step DDIM or DPM-Solver++ run: any of
+    :data:`SPACINGS` (``ddim_timesteps``; ``"logsnr"``: :func:`logsnr_timesteps`)."""
+    if spacing == "logsnr":
+        return logsnr_timesteps(schedule, sample_steps)
+    return ddim_timesteps(schedule.num_steps, sample_steps, spacing)
 
 
 def _start_noise(shape, noise, generator, device) -> torch.Tensor:
@@ -125,6 +166,26 @@ def _progress(iterable, enabled: bool, desc: str):
     return tqdm(iterable, desc=desc, leave=False)
 
 
+def _prepare(model: Callable, shape: Sequence[int], labels, device) -> tuple[torch.device, torch.Tensor | None]:
+    """The sampling device and the labels on it, checked once against the network."""
+    device = torch.device(device) if device is not None else _model_device(model, "cpu")
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        check_labels(model, labels, shape[0])
+        labels = labels.to(device=device, dtype=torch.long)
+    return device, labels
+
+
+def _few_steps(model, diffusion, shape, steps, spacing, noise, generator, labels, device, trajectory_every):
+    """What DDIM and DPM-Solver++ set up alike: the device and labels, the visited timesteps, the
+    schedule's alphas_cumprod, the start noise and the trajectory recorder."""
+    device, labels = _prepare(model, shape, labels, device)
+    timesteps = sampling_timesteps(diffusion.schedule, steps, spacing)
+    x = _start_noise(shape, noise, generator, device)
+    return (device, labels, timesteps, diffusion.schedule.alphas_cumprod.cpu(), x,
+            _Recorder(trajectory_every, len(timesteps)))
+
+
 @torch.no_grad()
 def ddpm_sample(
     model: Callable,
@@ -138,6 +199,8 @@ def ddpm_sample(
     trajectory_every: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> SampleOutput:
     """DDPM ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
 
@@ -156,12 +219,15 @@ def ddpm_sample(
             both similar.
         trajectory_every: record x_t and the predicted x0 every this many steps (and at the last).
         device: where to sample; by default the model's device.
+        labels: species indices (B,) in 0..K-1 for a class-conditional network (None: unconditional).
+        guidance: classifier-free guidance weight w: eps_uncond + w (eps_cond - eps_uncond);
+            1 = plain conditional, 0 = unconditional.
     Returns:
         ``SampleOutput`` with images (B, C, H, W) in the standardized data space.
     """
     if variance not in DDPM_VARIANCES:
         raise ValueError(f"unknown DDPM variance {variance!r}; use one of {DDPM_VARIANCES}")
-    device = torch.device(device) if device is not None else _model_device(model, "cpu")
+    device, labels = _prepare(model, shape, labels, device)
     schedule = diffusion.schedule
     x = _start_noise(shape, noise, generator, device)
     variances = schedule.posterior_variance if variance == "posterior" else schedule.betas
@@ -169,7 +235,7 @@ def ddpm_sample(
     record = _Recorder(trajectory_every, total)
     for index, step in enumerate(_progress(range(total - 1, -1, -1), progress, "DDPM")):
         t = torch.full((shape[0],), step, device=device, dtype=torch.long)
-        _, x0 = diffusion.predict_eps_x0(model, x, t, clip_range)
+        _, x0 = diffusion.predict_eps_x0(model, x, t, clip_range, labels, guidance)
         record(index, step, x, x0)
         mean = diffusion.q_posterior_mean(x0, x, t)
         z = torch.randn(x.shape, device=device, dtype=x.dtype, generator=generator)
@@ -193,6 +259,8 @@ def ddim_sample(
     trajectory_every: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> SampleOutput:
     """DDIM sampling with ``steps`` network calls (Song et al. 2021, Eq. 12).
 
@@ -207,23 +275,19 @@ def ddim_sample(
     Args:
         steps: number of sampling steps S, 1..T (the study used 5).
         eta: stochasticity in [0, 1].
-        spacing: how the S timesteps are chosen (``ddim_timesteps``).
+        spacing: how the S timesteps are chosen (:func:`sampling_timesteps`).
         Other arguments as in :func:`ddpm_sample`.
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"DDIM eta must lie in [0, 1], got {eta}")
-    device = torch.device(device) if device is not None else _model_device(model, "cpu")
-    schedule = diffusion.schedule
-    timesteps = ddim_timesteps(schedule.num_steps, steps, spacing)
-    alphas_cumprod = schedule.alphas_cumprod.cpu()
-    x = _start_noise(shape, noise, generator, device)
-    record = _Recorder(trajectory_every, len(timesteps))
+    device, labels, timesteps, alphas_cumprod, x, record = _few_steps(
+        model, diffusion, shape, steps, spacing, noise, generator, labels, device, trajectory_every)
     for index, step in enumerate(_progress(timesteps, progress, f"DDIM-{steps}")):
         next_step = timesteps[index + 1] if index + 1 < len(timesteps) else -1
         abar_t = float(alphas_cumprod[step])
         abar_s = float(alphas_cumprod[next_step]) if next_step >= 0 else 1.0
         t = torch.full((shape[0],), step, device=device, dtype=torch.long)
-        eps, x0 = diffusion.predict_eps_x0(model, x, t, clip_range)
+        eps, x0 = diffusion.predict_eps_x0(model, x, t, clip_range, labels, guidance)
         record(index, step, x, x0)
         sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5  # Eq. 16
         direction = max(1 - abar_s - sigma**2, 0.0) ** 0.5  # "direction pointing to x_t"
@@ -232,6 +296,99 @@ def ddim_sample(
             z = torch.randn(x.shape, device=device, dtype=x.dtype, generator=generator)
             x = x + sigma * z
     return SampleOutput(x, record.result())
+
+
+@torch.no_grad()
+def dpm_solver_sample(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    shape: Sequence[int],
+    *,
+    steps: int = 20,
+    order: int = 2,
+    spacing: str = "trailing",
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    clip_range: tuple | None = None,
+    trajectory_every: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+) -> SampleOutput:
+    """DPM-Solver++ with ``steps`` network calls: the multistep data-prediction solver of the
+    probability-flow ODE (Lu et al. 2022, Algorithm 2, "2M").
+
+    In lambda = log(alpha / sigma) (alpha = sqrt(abar), sigma = sqrt(1 - abar)), for visited steps
+    t_{i-1} > t_i with h_i = lambda_{t_i} - lambda_{t_{i-1}} and the network's x0 estimates D:
+
+        x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (exp(-h_i) - 1) D_i,
+        D_i = (1 + 1 / (2 r_i)) x0_{i-1} - 1 / (2 r_i) x0_{i-2},   r_i = h_{i-1} / h_i   (order 2),
+
+    with D_i = x0_{i-1} on the first step (no earlier estimate yet) and on the last step, into the
+    clean image (sigma = 0, lambda = infinity: the "lower_order_final" the paper recommends for few
+    steps). ``order=1`` is DDIM with eta = 0, written in lambda.
+
+    Args:
+        steps: network calls S, 1..T (exactly S, whatever the order).
+        order: 2 (DPM-Solver++(2M)) or 1.
+        spacing: ``"trailing"`` (time-uniform, DDIM's default, so the two compare on the same
+            timesteps), ``"logsnr"`` (uniform in lambda, the paper's choice for low resolutions; with
+            the exact denoiser it is far better at 5-10 steps on the linear schedule, but crowds the
+            first steps of the cosine one, whose clipped betas make lambda fall steeply near T), or
+            any other DDIM spacing (:func:`sampling_timesteps`).
+        Other arguments as in :func:`ddpm_sample` (there is no eta: the solver is deterministic).
+    """
+    if order not in DPM_SOLVER_ORDERS:
+        raise ValueError(f"DPM-Solver++ order={order!r}: use one of {DPM_SOLVER_ORDERS}")
+    device, labels, timesteps, alphas_cumprod, x, record = _few_steps(
+        model, diffusion, shape, steps, spacing, noise, generator, labels, device, trajectory_every)
+    previous_x0, previous_h = None, None
+    for index, step in enumerate(_progress(timesteps, progress, f"DPM-Solver++-{steps}")):
+        t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+        _, x0 = diffusion.predict_eps_x0(model, x, t, clip_range, labels, guidance)
+        record(index, step, x, x0)
+        if index + 1 == len(timesteps):  # the last step lands on the clean image: x = D = x0
+            x = x0
+            break
+        abar_t, abar_s = float(alphas_cumprod[step]), float(alphas_cumprod[timesteps[index + 1]])
+        alpha_s, sigma_s, sigma_t = abar_s**0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
+        h = 0.5 * (math.log(abar_s / (1 - abar_s)) - math.log(abar_t / (1 - abar_t)))  # lambda_s - lambda_t
+        if order == 1 or previous_x0 is None:
+            data = x0  # first order: DDIM
+        else:
+            r = previous_h / h
+            data = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+        x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * data
+        previous_x0, previous_h = x0, h
+    return SampleOutput(x, record.result())
+
+
+def run_sampler(sampler: str, model: Callable, diffusion: GaussianDiffusion, shape: Sequence[int], *,
+                steps: int = 50, eta: float = 0.0, **common) -> SampleOutput:
+    """Dispatch to :func:`ddpm_sample` (``"ddpm"``, all T steps), :func:`ddim_sample` (``"ddim"``,
+    ``steps``, ``eta``) or :func:`dpm_solver_sample` (``"dpmpp"``, ``steps``); ``common`` holds the
+    arguments they share (generator, noise, clip_range, labels, guidance, ...)."""
+    if sampler == "ddpm":
+        return ddpm_sample(model, diffusion, shape, **common)
+    if sampler == "ddim":
+        return ddim_sample(model, diffusion, shape, steps=steps, eta=eta, **common)
+    if sampler == "dpmpp":
+        return dpm_solver_sample(model, diffusion, shape, steps=steps, **common)
+    raise ValueError(f"sampler={sampler!r}: use one of {SAMPLERS}")
+
+
+def sampler_label(sampler: str, steps: int, num_steps: int, eta: float = 0.0, guidance: float | None = None) -> str:
+    """How a sampler setting is named in tables: ``DDPM-1000``, ``DDIM-50``, ``DDIM-20 eta 0.5``,
+    ``DPM-Solver++-20``, with `` w 3`` for guided sampling."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}: use one of {SAMPLERS}")
+    label = {"ddpm": f"DDPM-{num_steps}", "ddim": f"DDIM-{steps}", "dpmpp": f"DPM-Solver++-{steps}"}[sampler]
+    if sampler == "ddim" and eta:
+        label += f" eta {eta:g}"
+    if guidance is not None:
+        label += f" w {guidance:g}"
+    return label
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
@@ -253,14 +410,17 @@ def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
 def prepare_for_sampling(model: torch.nn.Module, device, channels_last: bool = True,
                          compile_network: bool = False) -> Callable:
     """The network ready for fast sampling on ``device``: eval mode, channels_last on CUDA and,
-    optionally, compiled (``torch.compile``; the first call then takes a while)."""
+    optionally, compiled (``torch.compile``, where the card supports it; the first call then takes
+    a while)."""
+    from .device import compile_supported
+
     device = torch.device(device)
     model = model.to(device).eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes stay fixed while sampling: pick the fastest convs
     if device.type == "cuda" and channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if device.type == "cuda" and compile_network:
+    if compile_network and compile_supported(device):
         return torch.compile(model)
     return model
 
@@ -281,32 +441,34 @@ def sample_many(
     clip_range: tuple | None = None,
     device=None,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
-    """Draw ``num_samples`` images in batches of ``batch_size`` (default: all at once), with bf16
-    autocast on GPUs that support it ("auto"), fp32 otherwise. The sampler's arithmetic stays in
-    float32; only the network runs in bf16.
+    """Draw ``num_samples`` images in batches of ``batch_size`` (default: all at once).
+
+    The network runs in the precision :func:`ddpm_lib.device.choose_precision` picks for the device
+    (bf16 where native, fp16 on a T4 or P100, fp32 on the CPU), exactly as training does; the
+    sampler's arithmetic stays in float32.
 
     Args:
         image_shape: (C, H, W).
-        sampler: ``"ddim"`` (``steps``, ``eta``) or ``"ddpm"`` (all T steps).
+        sampler: one of :data:`SAMPLERS` (``steps`` for DDIM and DPM-Solver++, ``eta`` for DDIM).
+        labels: (num_samples,) species indices for a class-conditional network; ``guidance`` w.
     Returns:
         float32 images (num_samples, C, H, W) in the standardized data space, on ``device``.
     """
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler={sampler!r}: use 'ddim' or 'ddpm'")
-    device = torch.device(device) if device is not None else _model_device(model, "cpu")
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}: use one of {SAMPLERS}")
+    device, labels = _prepare(model, (num_samples,), labels, device)
+    precision = choose_precision(device, precision)
     batch_size = batch_size or num_samples
     chunks = []
     for start in range(0, num_samples, batch_size):
-        shape = (min(batch_size, num_samples - start), *image_shape)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            if sampler == "ddim":
-                out = ddim_sample(model, diffusion, shape, steps=steps, eta=eta, generator=generator,
-                                  clip_range=clip_range, device=device, progress=progress)
-            else:
-                out = ddpm_sample(model, diffusion, shape, generator=generator, clip_range=clip_range,
-                                  device=device, progress=progress)
+        count = min(batch_size, num_samples - start)
+        batch_labels = labels[start:start + count] if labels is not None else None
+        with autocast(device, precision):
+            out = run_sampler(sampler, model, diffusion, (count, *image_shape), steps=steps, eta=eta,
+                              generator=generator, clip_range=clip_range, device=device, progress=progress,
+                              labels=batch_labels, guidance=guidance)
         chunks.append(out.images.float())
     return torch.cat(chunks)

@@ -1,11 +1,35 @@
-"""Shared fixtures: the analytic oracle denoiser for Gaussian data."""
+"""Shared fixtures: the analytic oracle denoiser for Gaussian data, and an environment every test
+pins for itself (no test reads the caller's DDPM_* or WANDB_* settings, or the repository's data notes)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
+from ddpm_lib import paths
+
 DATA_MEAN, DATA_STD = 0.7, 0.3
+CALLER_SETTINGS = ("DDPM_PROFILE", "DDPM_DATA_DIR", "DDPM_INCEPTION_WEIGHTS", "DDPM_ROOT")
+
+
+@pytest.fixture(autouse=True)
+def pinned_environment(monkeypatch, tmp_path_factory):
+    """W&B off, no profile, data location or Inception weights from the caller, notes in a temp folder.
+
+    Tests that need W&B (or anything else here) set it themselves."""
+    for name in list(os.environ):
+        if name.startswith("WANDB_") or name in CALLER_SETTINGS:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path_factory.mktemp("data"))
+
+
+def child_env(**extra: str) -> dict:
+    """The environment for a test's child process: the pinned one, this folder on PYTHONPATH, one thread."""
+    here = os.path.dirname(__file__)
+    return {**os.environ, "PYTHONPATH": here, "OMP_NUM_THREADS": "1", **extra}
 
 
 def gaussian_oracle(diffusion, mu: float = DATA_MEAN, sigma: float = DATA_STD):

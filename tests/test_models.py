@@ -5,7 +5,7 @@ import torch
 
 from ddpm_lib.diffusion import GaussianDiffusion
 from ddpm_lib.models import BaselineUNet, SmallUNet, count_parameters
-from ddpm_lib.models.blocks import noise_variance_embedding
+from ddpm_lib.models.blocks import noise_variance_embedding, timestep_embedding
 from ddpm_lib.schedules import get_named_schedule
 
 
@@ -20,6 +20,21 @@ def test_attention_adds_parameters_only_at_the_two_lowest_resolutions():
     assert len(attention_layers) == 6
     assert {layer.qkv.in_channels for layer in attention_layers} == {96, 128}
     assert count_parameters(attended) > count_parameters(plain)
+
+
+def test_the_time_projection_of_each_block_is_nonlinear_at_an_unchanged_size():
+    """Ho et al.: dense(silu(temb)) in every block; without the SiLU the MLP's last layer and the
+    block's projection would collapse into one linear map of the embedding."""
+    assert count_parameters(BaselineUNet()) == 26_623_363  # the same size as without the SiLU
+    model = BaselineUNet(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, image_size=16)
+    seen = {}
+    block = model.down[0][0].residual
+    block.embedding.register_forward_pre_hook(lambda module, inputs: seen.update(input=inputs[0]))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 16, 16), torch.tensor([3.0, 700.0]))
+        embedding = model.time_mlp(timestep_embedding(torch.tensor([3.0, 700.0]), 16))
+    assert (embedding < 0).any()  # so SiLU changes it
+    assert torch.allclose(seen["input"], torch.nn.functional.silu(embedding), atol=1e-6)
 
 
 def test_baseline_unet_default_size_and_attention_placement():

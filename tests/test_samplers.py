@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddpm_lib.diffusion import GaussianDiffusion
-from ddpm_lib.sampling import ddim_sample, ddim_timesteps, ddpm_sample, standardized_range
+from ddpm_lib.sampling import ddim_sample, ddim_timesteps, ddpm_sample, sampling_timesteps, standardized_range
 from ddpm_lib.schedules import get_named_schedule
 
 from conftest import DATA_MEAN, DATA_STD, gaussian_oracle
@@ -131,7 +131,7 @@ def test_timestep_spacings():
     for spacing in ("trailing", "linspace", "leading"):
         assert ddim_timesteps(1000, 1000, spacing) == list(range(999, -1, -1))
         assert ddim_timesteps(1000, 1, spacing)[0] in (999, 0)
-    with pytest.raises(ValueError, match="sample_steps"):
+    with pytest.raises(ValueError, match="1 <= steps <= T = 1000"):
         ddim_timesteps(1000, 1001)
     with pytest.raises(ValueError, match="spacing"):
         ddim_timesteps(1000, 5, "uniform")
@@ -145,3 +145,33 @@ def test_bad_sampler_arguments_raise():
         ddim_sample(oracle, diffusion, (2, 1, 1, 1), noise=torch.zeros(3, 1, 1, 1))
     with pytest.raises(ValueError, match="variance"):
         ddpm_sample(oracle, diffusion, (1, 1, 1, 1), variance="learned")
+
+
+@pytest.mark.parametrize("num_steps", [100, 1000])
+@pytest.mark.parametrize("spacing", ["trailing", "linspace", "leading"])
+def test_every_step_count_gives_exactly_that_many_distinct_decreasing_timesteps(num_steps, spacing):
+    for steps in range(1, num_steps + 1):
+        visited = ddim_timesteps(num_steps, steps, spacing)
+        assert len(visited) == steps and len(set(visited)) == steps, (steps, visited[-3:])
+        assert visited == sorted(visited, reverse=True)
+        assert 0 <= visited[-1] and visited[0] <= num_steps - 1
+        if spacing != "leading":
+            assert visited[0] == num_steps - 1  # the first step starts from pure noise
+
+
+def test_logsnr_spacing_gives_distinct_steps_for_every_step_count():
+    for name in ("linear", "cosine"):
+        schedule = get_named_schedule(name, 100)
+        for steps in range(1, 101):
+            visited = sampling_timesteps(schedule, steps, "logsnr")
+            assert len(set(visited)) == steps and visited == sorted(visited, reverse=True)
+            assert visited[0] == 99 and visited[-1] >= 0
+
+
+def test_the_oracle_spread_grows_with_every_step_count_around_the_old_off_by_one():
+    # DDIM-61 used to visit a 62nd timestep, -1, and collapse the finished samples (spread 0.000)
+    diffusion, oracle = make("linear")
+    noise = start_noise(9, (4_000, 1, 1, 1))
+    spreads = [float(ddim_sample(oracle, diffusion, noise.shape, steps=s, noise=noise).images.std())
+               for s in range(55, 66)]
+    assert spreads == sorted(spreads) and min(spreads) > 0.25

@@ -4,7 +4,9 @@
 from .baseline_unet import BaselineUNet
 from .small_unet import SmallUNet
 
-__all__ = ["BaselineUNet", "SmallUNet", "count_parameters"]
+__all__ = ["MODEL_NAMES", "BaselineUNet", "SmallUNet", "count_parameters"]
+
+MODEL_NAMES = ("small_unet", "baseline_unet")  # the Keras example's U-Net; Ho et al.'s style
 
 
 def count_parameters(model) -> int:

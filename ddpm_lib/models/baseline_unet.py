@@ -1,13 +1,18 @@
 """BaselineUNet: a U-Net in the style of Ho et al. 2020 (their App. B), the study's big network.
 
 Residual blocks with GroupNorm and SiLU, a sinusoidal timestep embedding through a two-layer MLP
-added to every residual block, self-attention at chosen resolutions (16x16 and 8x8 by default),
+projected into every residual block (``dense(silu(temb))``, as Ho et al.'s code), self-attention at
+chosen resolutions (16x16 and 8x8 by default),
 strided-conv downsampling and nearest-neighbour + conv upsampling, a skip saved after every block
 of the down path and concatenated on the way up, a zero-initialised output conv.
 
 Where the cost goes at 64x64: channels at full resolution and attention over many tokens, not the
 parameter count. So the default keeps 64 channels at 64x64 and puts width (and attention) at the
 low resolutions: channel multipliers (1, 2, 4, 4), attention at 16x16 and 8x8.
+
+Option: ``num_classes=K`` adds a learned class embedding (K species plus a "no label" index K) to
+the time embedding, so it reaches every residual block the way t does (notebook 07). With
+``num_classes=None`` the network is exactly the unconditional one.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.embedding(embedding)[:, :, None, None].to(h.dtype)
+        # a nonlinearity before the per-block projection (Ho et al.: dense(silu(temb))); without it the
+        # MLP's last Linear and this one would collapse into a single linear map
+        h = h + self.embedding(F.silu(embedding))[:, :, None, None].to(h.dtype)
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return h + self.skip(x)
 
@@ -68,10 +75,12 @@ class BaselineUNet(nn.Module):
         image_size: the training resolution, used to place attention.
         dropout: dropout inside the residual blocks (Ho et al.: 0.1 on CIFAR-10).
         num_heads: attention heads.
+        num_classes: species to condition on (an embedding added to the time embedding), or None.
 
     Call: ``model(x_t, t)`` with x_t (B, C, H, W) and t (B,) timesteps as floats; returns
     (B, C, H, W). Other input sizes work when divisible by 2 ** (levels - 1); attention stays at
-    the same levels.
+    the same levels. A conditional network takes ``model(x_t, t, labels)``, labels (B,) in 0..K,
+    where K (or ``labels=None``) means "no label".
     """
 
     conditioning = "timestep"
@@ -86,14 +95,18 @@ class BaselineUNet(nn.Module):
         image_size: int = 64,
         dropout: float = 0.1,
         num_heads: int = 4,
+        num_classes: int | None = None,
     ):
         super().__init__()
         self.base_channels = base_channels
         self.levels = len(channel_mults)
+        self.num_classes = num_classes
         embedding_dim = 4 * base_channels
         self.time_mlp = nn.Sequential(
             nn.Linear(base_channels, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
         )
+        if num_classes is not None:
+            self.class_embedding = nn.Embedding(num_classes + 1, embedding_dim)  # index K: "no label"
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def attends(level: int) -> bool:
@@ -139,12 +152,18 @@ class BaselineUNet(nn.Module):
         nn.init.zeros_(self.output_conv.weight)
         nn.init.zeros_(self.output_conv.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         b, _, h, w = x.shape
         factor = 2 ** (self.levels - 1)
         if h % factor or w % factor:
             raise ValueError(f"BaselineUNet needs H and W divisible by {factor}, got {h}x{w}")
         embedding = self.time_mlp(timestep_embedding(t.reshape(b), self.base_channels))
+        if self.num_classes is not None:
+            if labels is None:
+                labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
+            embedding = embedding + self.class_embedding(labels)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional BaselineUNet (built without num_classes)")
 
         x = self.input_conv(x)
         skips = [x]
