@@ -1,26 +1,43 @@
-"""Checkpoints: written atomically, the last N kept, the newest readable one found on resume.
+"""Checkpoints: written durably and atomically, the last N kept, the newest readable one found on resume.
 
 A checkpoint is one ``ckpt_<step>.pt`` file holding everything a run needs to continue exactly:
-model, EMA, optimizer, grad scaler, step, RNG states, config and the metrics so far. It is written
-to a temporary file and renamed, so a run killed mid-save never leaves half a checkpoint under the
-real name; if the newest file is unreadable anyway (a truncated copy, a full disk), loading falls
-back to the previous one with a warning.
+model, EMA, optimizer, grad scaler, step, RNG states, config, W&B run id and the metrics so far. It
+is written to a temporary file, flushed to the disk (``fsync``) and renamed, and the folder is
+synced too, so neither a killed run nor a power cut leaves half a checkpoint under the real name; a
+failed write (a full disk) removes its temporary file. If the newest file is unreadable anyway (a
+truncated copy), loading falls back to the previous one with a warning.
+
+Pruning keeps the newest ``keep`` checkpoints *of the current run* and never deletes the file just
+written; checkpoints that do not belong to the current line of training (those of an earlier run
+when a run starts afresh, unreadable ones above the step a run resumed from) are moved aside into
+``set-aside/<time>/`` rather than deleted (:func:`set_aside`).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import warnings
 from pathlib import Path
 
 import torch
 
 PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
+SET_ASIDE = "set-aside"
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
     """``folder/ckpt_<step, 8 digits>.pt``."""
     return Path(folder) / f"ckpt_{step:08d}.pt"
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint file's name records."""
+    match = PATTERN.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named like a checkpoint (ckpt_<step>.pt)")
+    return int(match.group(1))
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -32,32 +49,73 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _fsync_folder(folder: Path) -> None:
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # some file systems do not open folders: the rename is still atomic
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
 def save_checkpoint(state: dict, folder: str | Path, step: int, keep: int = 3) -> Path:
-    """Write ``state`` atomically as step ``step`` and delete all but the newest ``keep`` checkpoints."""
+    """Write ``state`` durably as step ``step``, then delete all but the newest ``keep`` checkpoints
+    at or below ``step`` (never the file just written)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, step)
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)  # atomic on POSIX: the old name never points at a partial file
-    if keep > 0:
-        for old in list_checkpoints(folder)[:-keep]:
-            old.unlink(missing_ok=True)
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)  # atomic on POSIX: the name never points at a partial file
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_folder(folder)
+    current = [p for p in list_checkpoints(folder) if checkpoint_step(p) <= step and p != path]
+    for old in current[: max(len(current) - (max(keep, 1) - 1), 0)]:
+        old.unlink(missing_ok=True)
     return path
 
 
-def load_latest(folder: str | Path, map_location="cpu") -> tuple[dict, Path] | tuple[None, None]:
+def set_aside(paths: list[Path], folder: str | Path) -> Path | None:
+    """Move checkpoint files into ``folder/set-aside/<time>/`` (kept, but no longer "latest" for a
+    resume, ``sample`` or ``evaluate``). Returns where they went (None when there was nothing)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return None
+    target = Path(folder) / SET_ASIDE / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        path.replace(target / path.name)
+    return target
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """One checkpoint file (raises on an unreadable or foreign file)."""
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict) or "step" not in state:
+        raise ValueError("not a training checkpoint")
+    return state
+
+
+def load_latest(folder: str | Path, map_location="cpu", warn: bool = True) -> tuple[dict, Path] | tuple[None, None]:
     """The newest readable checkpoint in ``folder`` and its path, or (None, None) when there is none.
 
     Unreadable files are skipped, newest first, each with a warning naming it.
     """
     for path in reversed(list_checkpoints(folder)):
         try:
-            state = torch.load(path, map_location=map_location, weights_only=False)
-            if not isinstance(state, dict) or "step" not in state:
-                raise ValueError("not a training checkpoint")
-            return state, path
+            return load_checkpoint(path, map_location), path
         except Exception as error:  # truncated zip, unpickling errors, wrong content
-            warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); "
-                          "falling back to the previous one", stacklevel=2)
+            if warn:
+                warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); "
+                              "falling back to the previous one", stacklevel=2)
     return None, None

@@ -70,3 +70,69 @@ def mean_over_processes(value: torch.Tensor, context: DistributedContext) -> tor
     value = value.clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / context.world_size
+
+
+def all_ok(ok: bool, context: DistributedContext) -> bool:
+    """True on every process when ``ok`` is true on every process (one all-reduce; ``ok`` for one
+    process). Lets a failure on one rank (a full disk while rank 0 writes a checkpoint) stop every
+    rank at once instead of leaving the others waiting in a barrier."""
+    if not context.enabled:
+        return ok
+    flag = torch.tensor([1.0 if ok else 0.0], device=context.device or "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def rank_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for what one process draws privately at one step (dropout masks), from (seed, step, rank)."""
+    return (seed * 1_000_003 + step) * 1_009 + rank + 1
+
+
+class SyncBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm whose training statistics are those of the *global* batch under DDP.
+
+    Each process sums its slice, the sums are all-reduced (through ``torch.distributed.nn``, so the
+    gradient flows across processes too), and every process normalises with the global mean and
+    (biased) variance: N processes compute exactly what one process computes on the whole batch.
+    Works with gloo on the CPU as with NCCL on GPUs (``torch.nn.SyncBatchNorm`` refuses the CPU). In
+    eval mode, or in one process, it is a plain ``BatchNorm2d``; its weights keep the same names.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        values = x.float()
+        dims = (0, 2, 3)
+        count = torch.tensor([float(values.numel() // values.shape[1])], device=x.device)
+        dist.all_reduce(count)
+        mean = all_reduce(values.sum(dims)) / count
+        centered = values - mean[None, :, None, None]
+        variance = all_reduce((centered * centered).sum(dims)) / count
+        out = centered * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = variance * count / (count - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), factor)
+        return out.to(x.dtype)
+
+
+def convert_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every ``BatchNorm2d`` of ``module`` by :class:`SyncBatchNorm2d` in place (same weights,
+    buffers and state-dict keys), for DDP training; returns ``module``."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.BatchNorm2d) and not isinstance(child, SyncBatchNorm2d):
+            replacement = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                          child.track_running_stats).to(
+                device=child.running_mean.device if child.running_mean is not None else None)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement)
+        else:
+            convert_batchnorm(child)
+    return module

@@ -2,7 +2,10 @@
 
 W&B mode: ``$WANDB_MODE`` wins when set; otherwise ``online`` when the user is logged in (an API
 key in the environment or in ``~/.netrc``), else ``offline`` (no key needed; ``wandb sync`` uploads
-later). ``disabled`` writes nothing.
+later). ``disabled`` writes nothing. W&B runs silently: its banners go to its own log in the run
+folder (``wandb/``), not between the training's progress lines. Each run that starts from step 0
+gets a new W&B id, kept in its checkpoints, so a resume continues the same W&B run and a retrained
+run never writes over the old one's curves.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from __future__ import annotations
 import csv
 import netrc
 import os
+import uuid
 from pathlib import Path
 
 import torch
 
-CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "gpu_memory_gb", "gpu_power_w")
+from .config import WANDB_MODES
+
+CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "gpu_memory_gb", "gpu_power_w", "nonfinite_steps")
 
 
 def wandb_logged_in() -> bool:
@@ -30,11 +36,16 @@ def wandb_logged_in() -> bool:
 def wandb_mode(setting: str = "auto") -> str:
     """The W&B mode to use: ``$WANDB_MODE``, else ``setting``, where ``auto`` means online if logged in."""
     mode = os.environ.get("WANDB_MODE") or setting
+    if mode not in WANDB_MODES:
+        raise ValueError(f"W&B mode {mode!r}: use one of {WANDB_MODES}")
     if mode == "auto":
         mode = "online" if wandb_logged_in() else "offline"
-    if mode not in ("online", "offline", "disabled"):
-        raise ValueError(f"W&B mode {mode!r}: use online, offline, disabled or auto")
     return mode
+
+
+def new_run_id(config, name: str) -> str:
+    """A fresh W&B run id for a run that starts from step 0: ``<profile>-<name>-<8 hex digits>``."""
+    return f"{config.profile}-{name}-{uuid.uuid4().hex[:8]}"
 
 
 def gpu_power_watts(device: torch.device) -> float | None:
@@ -67,10 +78,11 @@ class MetricsLogger:
         wandb_setting: ``auto``, ``online``, ``offline`` or ``disabled``.
         history: rows already logged (on resume); the CSV is rewritten to hold exactly these first.
         enabled: False on non-zero ranks of a distributed run.
+        run_id: the W&B run id (from :func:`new_run_id`, or the checkpoint on a resume).
     """
 
     def __init__(self, run_dir, config, wandb_setting: str = "auto", history: list | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, run_id: str | None = None):
         self.history = list(history or [])
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.enabled = enabled
@@ -88,7 +100,8 @@ class MetricsLogger:
 
             self.wandb_run = wandb.init(project="ddpm-cub", dir=str(self.run_dir), mode=mode,
                                         name=self.run_dir.name, config=config.to_dict(), resume="allow",
-                                        id=f"{config.profile}-{self.run_dir.name}")
+                                        id=run_id or new_run_id(config, self.run_dir.name),
+                                        settings=wandb.Settings(silent=True))
 
     @property
     def csv_path(self) -> Path:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import child_env
+
 HERE = Path(__file__).parent
 CHILD = str(HERE / "ddp_child.py")
-ENV = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
 
 
 def _port() -> int:
@@ -31,7 +32,7 @@ def command(processes: int, *args) -> list[str]:
 
 
 def run(processes: int, *args) -> None:
-    subprocess.run(command(processes, *args), check=True, env=ENV, timeout=300,
+    subprocess.run(command(processes, *args), check=True, env=child_env(), timeout=300,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -69,7 +70,7 @@ def test_only_rank_0_writes_files(two_process_run):
 
 
 def test_a_killed_two_process_run_resumes_to_the_same_weights(two_process_run, tmp_path):
-    killed = subprocess.Popen(command(2, tmp_path, 8, "--slow", "0.4"), env=ENV, start_new_session=True,
+    killed = subprocess.Popen(command(2, tmp_path, 8, "--slow", "0.4"), env=child_env(), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while not (tmp_path / "checkpoints" / "ckpt_00000004.pt").exists():
@@ -89,3 +90,30 @@ def test_resume_with_a_different_number_of_processes(two_process_run, tmp_path):
     shutil.copy(two_process_run / "checkpoints" / "ckpt_00000004.pt", tmp_path / "checkpoints")
     run(1, tmp_path, 8, "--resume")  # started with 2 processes, finished with 1
     assert_close(weights(two_process_run / "final-rank0.pt"), weights(tmp_path / "final-rank0.pt"))
+
+
+def test_two_processes_follow_one_process_for_the_batchnorm_small_unet(tmp_path):
+    run(1, tmp_path / "one", 6, "--model", "small")
+    run(2, tmp_path / "two", 6, "--model", "small")
+    single, rank0 = weights(tmp_path / "one" / "final-rank0.pt"), weights(tmp_path / "two" / "final-rank0.pt")
+    assert_close(single, rank0)  # running statistics included: synchronised BatchNorm sees the global batch
+    assert any("running_mean" in key for key in single)
+
+
+def test_with_dropout_each_process_draws_its_own_masks_as_one_process_would_per_slice(tmp_path):
+    run(2, tmp_path / "two", 6, "--dropout", "0.3")
+    run(1, tmp_path / "emulated", 6, "--dropout", "0.3", "--emulate-ranks", "2")
+    run(1, tmp_path / "shared", 6, "--dropout", "0.3", "--emulate-ranks", "1")
+    two = weights(tmp_path / "two" / "final-rank0.pt")
+    assert_close(two, weights(tmp_path / "emulated" / "final-rank0.pt"))
+    shared = weights(tmp_path / "shared" / "final-rank0.pt")
+    assert any(not torch.allclose(two[k], shared[k], atol=1e-5) for k in two)  # the masks really differ
+
+
+def test_a_failed_checkpoint_write_on_rank_0_stops_every_rank(tmp_path):
+    started = time.time()
+    done = subprocess.run(command(2, tmp_path, 8, "--fail-save"), env=child_env(), timeout=120,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert done.returncode != 0 and "No space left on device" in done.stderr
+    assert "could not write the checkpoint" in done.stderr  # rank 1 says why it stopped
+    assert time.time() - started < 110  # and nobody waited in a barrier until the timeout

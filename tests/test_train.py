@@ -1,7 +1,6 @@
 """The training engine: batches, the loop, checkpoints, resume after SIGKILL, NaN and OOM handling."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -16,9 +15,12 @@ from ddpm_lib.__main__ import main
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
 from ddpm_lib.data.synthetic import render_dataset
-from ddpm_lib.data.transforms import destandardize, standardize
+from ddpm_lib.experiment import save_sample_grid
 from ddpm_lib.models import SmallUNet
 from ddpm_lib.train import Trainer, TrainingDivergedError, choose_precision, random_batch
+from ddpm_lib.transforms import destandardize, standardize
+
+from conftest import child_env
 
 HERE = Path(__file__).parent
 
@@ -38,7 +40,7 @@ def tiny_trainer(images, run_dir, steps=30, resume=None, **train):
     model = SmallUNet(widths=(8, 16), block_depth=1)
     pixels = images.float() / 255
     return Trainer(model, build_diffusion(config.diffusion), images, pixels.mean((0, 2, 3)), pixels.std((0, 2, 3)),
-                   config, run_dir=run_dir, device="cpu", resume=resume, progress=False)
+                   config, run_dir=run_dir, device="cpu", resume=resume, progress=False, on_sample=save_sample_grid)
 
 
 def test_standardize_round_trips_and_batches_are_standardized():
@@ -47,11 +49,11 @@ def test_standardize_round_trips_and_batches_are_standardized():
     pixels = images.float() / 255
     mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3))
     assert torch.equal(destandardize(standardize(images, mean, std), mean, std), images)
-    batch = random_batch(images, 4096, mean, std, g)
+    batch, _ = random_batch(images, 4096, mean, std, g)
     assert torch.allclose(batch.mean((0, 2, 3)), torch.zeros(3), atol=0.02)
     assert torch.allclose(batch.std((0, 2, 3)), torch.ones(3), atol=0.02)
     ramp = torch.arange(8, dtype=torch.uint8).repeat(1, 3, 8, 1) * 30  # every row increases left to right
-    flipped = random_batch(ramp, 400, torch.zeros(3), torch.ones(3), g)
+    flipped, _ = random_batch(ramp, 400, torch.zeros(3), torch.ones(3), g)
     increasing = (flipped[:, 0, 0, 1] > flipped[:, 0, 0, 0]).float().mean()
     assert 0.4 < float(increasing) < 0.6  # about half are mirrored
 
@@ -85,9 +87,18 @@ def test_only_the_newest_checkpoints_are_kept(tiny_images, tmp_path):
         "ckpt_00000040.pt", "ckpt_00000050.pt"]
 
 
-def test_a_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(tmp_path):
+def test_wandb_offline_writes_a_local_run(tiny_images, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tiny_trainer(tiny_images, tmp_path, steps=5, wandb="auto").fit()
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+
+
+@pytest.mark.parametrize("wandb_mode", ["disabled", "offline"])
+def test_a_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(tmp_path, wandb_mode):
     child = [sys.executable, str(HERE / "train_child.py")]
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    env = child_env(WANDB_MODE=wandb_mode)
     subprocess.run([*child, str(tmp_path / "whole"), "40"], check=True, env=env, timeout=300)
 
     killed = subprocess.Popen([*child, str(tmp_path / "killed"), "40", "--slow", "0.1"], env=env)
@@ -128,7 +139,7 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_checkpoint_intact(tiny_ima
         return loss * float("nan") if trainer.step >= 12 else loss
 
     trainer.diffusion.training_loss = poisoned
-    with pytest.raises(TrainingDivergedError, match="loss became nan by step 15.*last checkpoint"):
+    with pytest.raises(TrainingDivergedError, match="weights became non-finite .* by step 15.*last checkpoint"):
         trainer.fit()
     names = [p.name for p in checkpoints.list_checkpoints(tmp_path / "checkpoints")]
     assert names == ["ckpt_00000010.pt"]
@@ -145,14 +156,6 @@ def test_out_of_memory_at_start_names_the_batch_size(tiny_images, tmp_path):
     trainer.train_step = out_of_memory
     with pytest.raises(RuntimeError, match="train.batch_size=16 .*try train.batch_size=8"):
         trainer.fit()
-
-
-def test_wandb_offline_writes_a_local_run(tiny_images, tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    tiny_trainer(tiny_images, tmp_path, steps=5, wandb="auto").fit()
-    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1
 
 
 def test_train_command_reuses_a_finished_run(tmp_path, monkeypatch, capsys):
@@ -184,15 +187,29 @@ def test_demo_command_under_the_smoke_profile(tmp_path, monkeypatch, capsys):
     assert "unknown profile 'nonsense'" in capsys.readouterr().err
 
 
-def test_bench_train_reports_every_mode_with_the_device(tmp_path):
+def test_bench_train_reports_each_case_with_repeats_and_the_environment(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["bench", "train", "--networks", "SmallUNet", "--batch-sizes", "4", "--seconds", "0.05",
-                 "--image-size", "16", "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["bench", "train", "--networks", "SmallUNet", "SmallUNet conditional (200 species)", "--batch-sizes",
+                 "4", "--window", "0.05", "--repeats", "2", "--image-size", "16", "--device", "cpu", "--out",
+                 str(out)]) == 0
     import json
 
     result = json.loads(out.read_text())
-    assert result["device"].startswith("CPU")
-    row = result["rows"][0]
-    assert row["parameters"] == 1_950_627 and row["plain_fp32_images_per_s"] > 0 and row["engine_images_per_s"] > 0
-    assert row["engine_precision"] == "fp32" and row["engine_cuda_graph"] is False
-    assert row["gflops_per_image_fwd_bwd"] > 0
+    assert result["device"].startswith("CPU") and "tf32_cudnn" in result and "torch" in result
+    plain, conditional = result["rows"]  # on the CPU only the eager mode runs
+    assert plain["parameters"] == 1_950_627 and plain["mode"] == "eager" and plain["repeats"] == 2
+    assert plain["images_per_s_min"] <= plain["images_per_s_median"] <= plain["images_per_s_max"]
+    assert plain["precision"] == "fp32" and plain["cuda_graph"] is False and plain["compiled"] is False
+    assert plain["gflop_per_image_fwd_bwd"] > 0 and plain["achieved_tflops"] >= 0
+    assert conditional["parameters"] > plain["parameters"] and "error" not in conditional
+
+
+def test_bench_sample_times_every_sampler_as_evaluate_draws(tmp_path):
+    out = tmp_path / "sample.json"
+    assert main(["bench", "sample", "--num-samples", "3", "--image-size", "16", "--repeats", "1", "--device", "cpu",
+                 "--no-ddpm", "--out", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["sampler"] for row in rows] == ["DDIM-50", "DPM-Solver++-20", "guided DDIM-50, w 3"]
+    assert all(row["seconds_median"] > 0 and "error" not in row for row in rows)
