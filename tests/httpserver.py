@@ -12,12 +12,18 @@ class FileServer:
     """Serves ``routes`` (url path -> file) on 127.0.0.1; records each request's path and Range.
 
     ``cut_after`` (url path -> bytes) makes the next response on that path stop after so many
-    bytes while announcing the full length, as a dropped connection does.
+    bytes while announcing the full length, as a dropped connection does. ``html`` (url paths)
+    answer every request with a 200 web page, ``ignore_range`` (url paths) with the whole file and
+    status 200, and ``chunked_cut`` (url path -> bytes) sends the next response chunked and stops
+    after so many bytes (the client then raises ``http.client.IncompleteRead``).
     """
 
     def __init__(self, routes: dict[str, Path]):
         self.routes = routes
         self.cut_after: dict[str, int] = {}
+        self.html: set[str] = set()
+        self.ignore_range: set[str] = set()
+        self.chunked_cut: dict[str, int] = {}
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -28,12 +34,29 @@ class FileServer:
             def do_GET(self):
                 path = self.path
                 server.requests.append((path, self.headers.get("Range")))
+                if path in server.html:
+                    page = b"<html><body>This page has moved.</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 if path not in server.routes:
                     self.send_error(404)
                     return
                 data = Path(server.routes[path]).read_bytes()
                 start, status = 0, 200
-                if self.headers.get("Range"):
+                if path in server.chunked_cut:
+                    cut = server.chunked_cut.pop(path)
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if self.headers.get("Range") and path not in server.ignore_range:
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
                     if start >= len(data):
                         self.send_error(416)

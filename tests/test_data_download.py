@@ -65,10 +65,16 @@ def test_a_corrupted_archive_fails_the_checksum_and_is_kept_aside(archive, tmp_p
     data[len(data) // 2] ^= 0xFF
     corrupted.write_bytes(bytes(data))
     with FileServer({"/cub.tgz": corrupted}) as server:
-        with pytest.raises(ChecksumError, match="does not match the expected .* moved to .*CUB_200_2011.tgz.bad"):
+        with pytest.raises(DownloadError, match="does not match the expected .* moved to .*CUB_200_2011.tgz.bad"):
             download(tmp_path / "CUB_200_2011.tgz", [server.url("/cub.tgz")], md5sum(archive), progress=False)
+        assert len(server.requests) == 1  # a checksum failure is that URL's failure: no retry of the same file
     assert not (tmp_path / "CUB_200_2011.tgz").exists()
     assert (tmp_path / "CUB_200_2011.tgz.bad").exists()
+    with pytest.raises(ChecksumError, match="moved to"):  # an archive already there that fails is refused too
+        bad = tmp_path / "again" / "CUB_200_2011.tgz"
+        bad.parent.mkdir()
+        bad.write_bytes(bytes(data))
+        download(bad, [], md5sum(archive), progress=False)
 
 
 def test_no_server_gives_a_clear_error(tmp_path):

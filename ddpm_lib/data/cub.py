@@ -1,10 +1,11 @@
 """CUB-200-2011: metadata parsing, bounding-box crop, resize, splits, and the uint8 cache.
 
-``prepare()`` runs the whole chain: find or download the archive (``download.py``), extract it,
-parse the five metadata files, crop every image to its bird's box (the study's stated method; a
-square crop with a margin as an option), resize to 64x64 with antialiasing, convert to RGB, and
-save one ``.npz`` cache (images, labels, ids, both splits, per-channel stats of each train split)
-with a JSON manifest. Same options: the cache is reused; changed options: it is rebuilt.
+This module works on an extracted ``CUB_200_2011`` folder: it parses the five metadata files, crops
+every image to its bird's box (the study's stated method; a square crop with a margin as an
+option), resizes to 64x64 with antialiasing, converts to RGB, and saves one ``.npz`` cache (images,
+labels, ids, both splits, per-channel stats of each train split) with a JSON manifest
+(:func:`build_cache`). Same source and options: the cache is reused; anything changed: it is
+rebuilt. Finding, downloading and extracting the data is ``prepare.py``'s job.
 
 Policies, stated once:
 * Non-RGB JPEGs (CUB has a few grayscale ones; the synthetic replica adds CMYK): ``"convert"`` to
@@ -29,7 +30,20 @@ import numpy as np
 from PIL import Image
 
 METADATA_FILES = ("images.txt", "bounding_boxes.txt", "train_test_split.txt", "image_class_labels.txt")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the random split is stratified by species over all listed images
+# The choices of the data pipeline, named once (the config and the command line import them).
+SOURCES = ("synthetic", "cub")  # the embedded procedural replica, or the real CUB-200-2011
+CROPS = ("bbox", "square")  # the bird's box (the study's stated method), or a box-centred square + margin
+NON_RGB_POLICIES = ("convert", "drop")  # grayscale/CMYK JPEGs: converted to RGB, or dropped (as the study did)
+SPLITS = ("random", "official")  # seeded 80/20 stratified by species (the study's style), or CUB's own
+DEFAULT_IMAGE_SIZE = 64  # the study's resolution
+
+
+def check_image_size(size: int) -> int:
+    """``size`` if it is a usable image side: a multiple of 8 of at least 8 (every U-Net level halves it)."""
+    if not isinstance(size, int) or size < 8 or size % 8:
+        raise ValueError(f"image size {size!r}: use a multiple of 8 of at least 8 (the study: {DEFAULT_IMAGE_SIZE})")
+    return size
 
 
 class CubFormatError(ValueError):
@@ -123,22 +137,23 @@ def read_metadata(root: str | Path) -> CubMetadata:
 class PreprocessOptions:
     """How images become training data (part of the cache key)."""
 
-    image_size: int = 64  # output side in pixels
-    crop: str = "bbox"  # "bbox" (the study's stated method) or "square" (box-centred square)
+    image_size: int = DEFAULT_IMAGE_SIZE  # output side in pixels
+    crop: str = CROPS[0]  # "bbox" (the study's stated method) or "square" (box-centred square)
     margin: float = 0.25  # extra side length around the box for crop="square" (clear-diffusion-keras: 25%)
-    non_rgb: str = "convert"  # "convert" grayscale/CMYK to RGB, or "drop" them
+    non_rgb: str = NON_RGB_POLICIES[0]  # "convert" grayscale/CMYK to RGB, or "drop" them
     test_fraction: float = 0.2  # the random split's test share (the study: ~80/20)
     split_seed: int = 0  # seed of the random split
 
     def __post_init__(self):
-        if self.crop not in ("bbox", "square"):
-            raise ValueError(f"crop={self.crop!r}: use 'bbox' or 'square'")
-        if self.non_rgb not in ("convert", "drop"):
-            raise ValueError(f"non_rgb={self.non_rgb!r}: use 'convert' or 'drop'")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop={self.crop!r}: use one of {CROPS}")
+        if self.non_rgb not in NON_RGB_POLICIES:
+            raise ValueError(f"non_rgb={self.non_rgb!r}: use one of {NON_RGB_POLICIES}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction={self.test_fraction}: must lie in (0, 1)")
-        if self.image_size < 8:
-            raise ValueError(f"image_size={self.image_size}: must be >= 8")
+        if self.margin < 0:
+            raise ValueError(f"margin={self.margin}: must be >= 0")
+        check_image_size(self.image_size)
 
 
 def crop_region(box, image_width: int, image_height: int, crop: str, margin: float) -> tuple[tuple, bool]:
@@ -200,12 +215,22 @@ def _process_chunk(args) -> list[dict]:
     return [process_image(root / "images" / p, b, options) for p, b in zip(paths, boxes)]
 
 
-def random_split(num_images: int, test_fraction: float, seed: int) -> np.ndarray:
-    """A seeded random train/test split: bool (N,), True = train; round(N * test_fraction) test images."""
-    test_count = int(round(num_images * test_fraction))
-    order = np.random.default_rng(seed).permutation(num_images)
-    train = np.ones(num_images, dtype=bool)
-    train[order[:test_count]] = False
+def random_split(image_ids: np.ndarray, class_ids: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """A seeded random train/test split, stratified by species: bool (N,), True = train.
+
+    Made over every image *listed* in the metadata, before unreadable or dropped images are
+    filtered out, so losing one image moves no other image across the split. Within each species,
+    round(n * test_fraction) of its images go to the test split, chosen by a generator seeded with
+    (``seed``, species id): each species' test share is test_fraction to within one image, and a
+    species' draw does not depend on the others'.
+    """
+    train = np.ones(len(image_ids), dtype=bool)
+    for class_id in np.unique(class_ids):
+        members = np.flatnonzero(class_ids == class_id)
+        members = members[np.argsort(image_ids[members], kind="stable")]
+        test_count = int(round(len(members) * test_fraction))
+        order = np.random.default_rng([seed, int(class_id)]).permutation(len(members))
+        train[members[order[:test_count]]] = False
     return train
 
 
@@ -215,11 +240,26 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(0).tolist(), pixels.std(0).tolist()
 
 
-def metadata_checksum(root: Path) -> str:
-    """An MD5 over the metadata files: identifies an extracted folder when there is no archive."""
+def folder_checksum(root: Path) -> str:
+    """An MD5 that identifies an extracted folder when there is no archive: the metadata files, and
+    the size and modification time of every image ``images.txt`` lists (a missing one counts too).
+
+    So a cache built from a half-copied folder is not reused once the copy is complete. Reading the
+    sizes of CUB's 11,788 files takes well under a second; their contents are not read.
+    """
+    root = Path(root)
     digest = hashlib.md5()
     for name in (*METADATA_FILES, "classes.txt"):
         digest.update((root / name).read_bytes())
+    for line in (root / "images.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue  # read_metadata names malformed lines
+        try:
+            stat = (root / "images" / parts[1]).stat()
+            digest.update(f"{parts[1]} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{parts[1]} missing\n".encode())
     return digest.hexdigest()
 
 
@@ -281,7 +321,8 @@ def preprocess(
         "labels": metadata.class_ids[keep],
         "image_ids": metadata.image_ids[keep],
         "train_official": metadata.official_train[keep],
-        "train_random": random_split(len(keep), options.test_fraction, options.split_seed),
+        "train_random": random_split(metadata.image_ids, metadata.class_ids, options.test_fraction,
+                                     options.split_seed)[keep],
     }
     return arrays, report
 
@@ -300,8 +341,8 @@ class CubCache:
 
     def split(self, which: str = "random") -> np.ndarray:
         """The train mask of ``"random"`` (the study's 80/20 style) or ``"official"``."""
-        if which not in ("random", "official"):
-            raise ValueError(f"split={which!r}: use 'random' or 'official'")
+        if which not in SPLITS:
+            raise ValueError(f"split={which!r}: use one of {SPLITS}")
         return self.train_random if which == "random" else self.train_official
 
     def train_images(self, which: str = "random") -> np.ndarray:
@@ -309,6 +350,27 @@ class CubCache:
 
     def test_images(self, which: str = "random") -> np.ndarray:
         return self.images[~self.split(which)]
+
+    @property
+    def species_names(self) -> list[str]:
+        """Species names in species-index order, from ``classes.txt`` (``"Black_footed_Albatross"``)."""
+        return [entry["name"].split(".", 1)[-1] for entry in self.manifest["classes"]]
+
+    def species_indices(self, labels: np.ndarray | None = None) -> np.ndarray:
+        """0-based species indices (what a class-conditional network is trained on) of CUB class ids."""
+        class_ids = np.array([entry["id"] for entry in self.manifest["classes"]])
+        labels = self.labels if labels is None else np.asarray(labels)
+        index = np.searchsorted(class_ids, labels)
+        if (index >= len(class_ids)).any() or not np.array_equal(class_ids[np.minimum(index, len(class_ids) - 1)],
+                                                                  labels):
+            raise ValueError("labels not listed in classes.txt; the cache does not belong to its manifest")
+        return index
+
+    def train_species(self, which: str = "random") -> np.ndarray:
+        return self.species_indices()[self.split(which)]
+
+    def test_species(self, which: str = "random") -> np.ndarray:
+        return self.species_indices()[~self.split(which)]
 
 
 def cache_key(source_checksum: str, options: PreprocessOptions) -> str:
@@ -318,19 +380,25 @@ def cache_key(source_checksum: str, options: PreprocessOptions) -> str:
     return hashlib.sha1(payload.encode()).hexdigest()[:10]
 
 
+def cache_path(cache_dir: str | Path, options: PreprocessOptions, source_checksum: str, source: str) -> Path:
+    """``cache_dir/cub_<source>_<size>px_<key>.npz``: the cache of these data and options. Its stem is
+    the cache's identity (what KID/FID feature caches of its images are keyed on)."""
+    return Path(cache_dir) / f"cub_{source}_{options.image_size}px_{cache_key(source_checksum, options)}.npz"
+
+
 def build_cache(root: str | Path, cache_dir: str | Path, options: PreprocessOptions, source_checksum: str,
                 source: str, workers: int | None = None) -> Path:
-    """Preprocess ``root`` into ``cache_dir/cub_<size>_<key>.npz`` (+ ``.json`` manifest) unless a cache
-    with the same source and options exists. Returns the cache's path."""
+    """Preprocess ``root`` into :func:`cache_path` (+ a ``.json`` manifest) unless a cache with the
+    same source and options exists. Returns the cache's path."""
     cache_dir = Path(cache_dir)
-    key = cache_key(source_checksum, options)
-    path = cache_dir / f"cub_{source}_{options.image_size}px_{key}.npz"
+    path = cache_path(cache_dir, options, source_checksum, source)
     manifest_path = path.with_suffix(".json")
     if path.exists() and manifest_path.exists():
         return path
     arrays, report = preprocess(root, options, workers)
+    class_names = read_metadata(root).class_names
     stats = {}
-    for name in ("random", "official"):
+    for name in SPLITS:
         mean, std = channel_stats(arrays["images"][arrays[f"train_{name}"]])
         stats[name] = {"mean": mean, "std": std}
     manifest = {
@@ -350,6 +418,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, options: PreprocessOpti
         "dropped_non_rgb_ids": report.dropped_non_rgb,
         "skipped": report.skipped,
         "stats": stats,
+        "classes": [{"id": key, "name": class_names[key]} for key in sorted(class_names)],
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp.npz")

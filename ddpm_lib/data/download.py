@@ -1,13 +1,16 @@
 """Fetching and unpacking the CUB-200-2011 archive: resumable download, MD5 check, safe extraction.
 
-Every step is idempotent: a verified archive is not fetched again (a ``.md5`` note beside it
-records size, mtime and checksum, so a second run does not even re-hash 1.1 GB), and an archive
-already extracted (a marker file records which one) is not extracted again.
+Every step is idempotent: a verified archive is not fetched again (a note under ``data/notes/``
+records its size, mtime and checksum, so a second run does not even re-hash 1.1 GB; notes never go
+beside the archive, which may sit on a read-only mount), and an archive already extracted (a marker
+file records which one) is not extracted again.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -18,12 +21,13 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from .. import paths
+
 CUB_URLS = (
     "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",  # current
     "http://www.vision.caltech.edu/visipedia-data/CUB-200-2011/CUB_200_2011.tgz",  # legacy
 )
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
-CUB_SIZE = 1_150_585_339
 ARCHIVE_NAME = "CUB_200_2011.tgz"
 EXTRACTED_MARKER = ".extracted_from.json"
 
@@ -50,22 +54,30 @@ def md5sum(path: str | Path, chunk_size: int = 1 << 22) -> str:
 
 
 def _note_path(archive: Path) -> Path:
-    return archive.with_name(archive.name + ".md5")
+    """Where the MD5 note of ``archive`` lives: ``data/notes/<hash of its absolute path>.json``."""
+    key = hashlib.sha1(str(Path(archive).resolve()).encode()).hexdigest()[:16]
+    return paths.DATA_DIR / "notes" / f"md5-{key}.json"
 
 
 def verified_md5(archive: Path) -> str:
     """The archive's MD5, from its note when size and mtime still match, else computed (and noted)."""
+    archive = Path(archive)
     stat = archive.stat()
     note = _note_path(archive)
     if note.exists():
         try:
             saved = json.loads(note.read_text())
-            if saved["size"] == stat.st_size and saved["mtime"] == stat.st_mtime:
+            if saved["size"] == stat.st_size and saved["mtime_ns"] == stat.st_mtime_ns:
                 return saved["md5"]
         except (ValueError, KeyError):
             pass  # an unreadable note is recomputed
     checksum = md5sum(archive)
-    note.write_text(json.dumps({"size": stat.st_size, "mtime": stat.st_mtime, "md5": checksum}))
+    try:
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(json.dumps({"path": str(archive.resolve()), "size": stat.st_size,
+                                    "mtime_ns": stat.st_mtime_ns, "md5": checksum}))
+    except OSError:
+        pass  # no note (a read-only checkout): the next run hashes again, nothing else changes
     return checksum
 
 
@@ -75,8 +87,9 @@ def check_md5(archive: Path, expected: str | None) -> str:
     checksum = verified_md5(archive)
     if expected is not None and checksum != expected.lower():
         bad = archive.with_name(archive.name + ".bad")
+        note = _note_path(archive)
         archive.replace(bad)
-        _note_path(archive).unlink(missing_ok=True)
+        note.unlink(missing_ok=True)
         raise ChecksumError(
             f"{archive.name}: MD5 {checksum} does not match the expected {expected}; the file was moved "
             f"to {bad} and will not be used. Delete it and run again to download afresh, or pass an "
@@ -86,7 +99,13 @@ def check_md5(archive: Path, expected: str | None) -> str:
 
 
 def _fetch(url: str, partial: Path, timeout: float, progress: bool) -> None:
-    """Append the rest of ``url`` to ``partial`` (HTTP Range when part of it is already there)."""
+    """Fetch ``url`` into ``partial``: the rest of it over HTTP Range when part of it is already there.
+
+    A server that ignores the Range request (status 200) sends the whole file: it goes to a
+    separate ``.fresh`` file, which replaces ``partial`` only once it holds more, so a partial
+    archive is never truncated by an answer that is not the archive. An HTML answer (an error page
+    or a landing page, as the legacy CUB URL is known to give) is refused without touching anything.
+    """
     have = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "ddpm_lib"})
     if have:
@@ -98,17 +117,21 @@ def _fetch(url: str, partial: Path, timeout: float, progress: bool) -> None:
             return
         raise
     with response:
-        if have and response.status != 206:  # the server ignored Range: start again
-            have = 0
+        kind = response.headers.get("Content-Type", "")
+        if kind.split(";")[0].strip().lower() == "text/html":
+            raise DownloadError(f"{url} answered with a web page ({kind}), not the archive")
+        resume = bool(have) and response.status == 206
+        target = partial if resume else partial.with_name(partial.name + ".fresh")
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
+        total = (have if resume else 0) + int(length) if length is not None else None
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=partial.name.split(".")[0])
+            bar = tqdm(total=total, initial=have if resume else 0, unit="B", unit_scale=True,
+                       desc=partial.name.split(".")[0])
         try:
-            with open(partial, "ab" if have else "wb") as handle:
+            with open(target, "ab" if resume else "wb") as handle:
                 while block := response.read(1 << 20):
                     handle.write(block)
                     if bar is not None:
@@ -116,6 +139,11 @@ def _fetch(url: str, partial: Path, timeout: float, progress: bool) -> None:
         finally:
             if bar is not None:
                 bar.close()
+            if not resume and target.exists():  # keep whichever of the two holds more
+                if target.stat().st_size > have:
+                    target.replace(partial)
+                else:
+                    target.unlink()
         if total is not None and partial.stat().st_size < total:
             raise DownloadError(f"connection closed at {partial.stat().st_size:,} of {total:,} bytes")
 
@@ -131,7 +159,9 @@ def download(
     """Download the archive to ``destination``, resuming a partial file, and verify its MD5.
 
     Each URL is tried in turn, up to ``attempts`` times each; an interrupted transfer resumes
-    where it stopped (HTTP Range). A verified archive already at ``destination`` is reused.
+    where it stopped (HTTP Range). A file that fails the checksum counts as that URL's failure (it
+    is kept aside as ``*.bad``) and the next URL is tried. A full disk stops at once. A verified
+    archive already at ``destination`` is reused.
 
     Args:
         destination: the archive's path, e.g. ``data/raw/CUB_200_2011.tgz``.
@@ -159,11 +189,18 @@ def download(
                 partial.replace(destination)
                 check_md5(destination, md5)
                 return destination
-            except ChecksumError:
-                raise
-            except (OSError, DownloadError, urllib.error.URLError) as error:
+            except ChecksumError as error:
+                failures.append(f"{url}: {error}")
+                break  # this URL serves something else: try the next one
+            except OSError as error:
+                if error.errno == errno.ENOSPC:
+                    raise DownloadError(
+                        f"the disk holding {destination.parent} is full ({error}); free at least 1.2 GB there "
+                        f"(the partial file {partial} is kept) and run again") from error
                 failures.append(f"{url} (try {attempt}): {error}")
-                time.sleep(min(0.5 * attempt, 2.0))
+            except (DownloadError, http.client.HTTPException) as error:
+                failures.append(f"{url} (try {attempt}): {type(error).__name__}: {error}")
+            time.sleep(min(0.5 * attempt, 2.0))
     kept = f"; the partial file {partial} is kept for a resume" if partial.exists() else ""
     raise DownloadError(
         f"could not download {destination.name}{kept}. "
@@ -186,6 +223,38 @@ def _check_member(member: tarfile.TarInfo, target: Path) -> None:
         raise UnsafeArchiveError(f"refusing member {name!r}: it would land outside {target}")
 
 
+def extracted_md5(folder: str | Path) -> str | None:
+    """The MD5 of the archive a finished extraction came from (its marker), or None."""
+    marker = Path(folder) / EXTRACTED_MARKER
+    try:
+        return json.loads(marker.read_text()).get("md5")
+    except (OSError, ValueError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(target: str | Path) -> list[Path]:
+    """Delete ``.extracting-<pid>`` folders that a killed extraction left in ``target`` (about 1.2 GB
+    each with real CUB); a folder whose process still runs is left alone. Returns what was removed."""
+    removed = []
+    for folder in Path(target).glob(".extracting-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 def extract(archive: str | Path, target: str | Path) -> Path:
     """Extract a CUB-shaped archive into ``target`` safely and return ``target/CUB_200_2011``.
 
@@ -195,11 +264,11 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     """
     archive, target = Path(archive), Path(target)
     folder = target / "CUB_200_2011"
-    marker = folder / EXTRACTED_MARKER
     checksum = verified_md5(archive)
-    if marker.exists() and json.loads(marker.read_text()).get("md5") == checksum:
+    if extracted_md5(folder) == checksum:
         return folder
     target.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = target / f".extracting-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -2,21 +2,33 @@
 
 Sources, in order of precedence:
 1. ``data_dir`` (argument) or ``$DDPM_DATA_DIR``: an archive you already have (``.tgz``), a folder
-   holding it, or an extracted ``CUB_200_2011`` folder (a GCP bucket copy, a Drive folder);
-2. ``source="cub"``: the archive downloaded to ``data/raw/`` (current URL, then the legacy one);
+   holding it, or an extracted ``CUB_200_2011`` folder (a GCP bucket copy, a Drive folder). It is
+   remembered (``data/notes/data_location.json``), so later commands need neither the path nor the
+   network;
+2. ``source="cub"`` with nothing given: a finished extraction in ``data/raw/CUB_200_2011`` (from an
+   earlier ``prepare``), else the remembered location, else the archive in ``data/raw/``, else a
+   download (current URL, then the legacy one);
 3. ``source="synthetic"``: the procedural replica, written as an archive in the same layout and
    then run through the very same extraction and preprocessing.
+
+The cache is keyed on the source's checksum and the options, and found *before* anything is
+extracted: with the cache in place (on Google Drive, say), a reset runtime does not unpack 1.1 GB
+again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from .cub import PreprocessOptions, build_cache, metadata_checksum
-from .download import ARCHIVE_NAME, CUB_MD5, CUB_URLS, download, extract, verified_md5
+from .cub import SOURCES, PreprocessOptions, build_cache, cache_path, folder_checksum
+from .download import ARCHIVE_NAME, CUB_MD5, CUB_URLS, download, extract, extracted_md5, verified_md5
 from .synthetic import make_synthetic_archive
 
 
@@ -39,7 +51,58 @@ def locate_source(path: str | Path) -> tuple[str, Path]:
     )
 
 
-def ensure_raw(
+def _location_note() -> Path:
+    return paths.DATA_DIR / "notes" / "data_location.json"
+
+
+def remembered_location() -> dict | None:
+    """The data location an earlier ``prepare --data-dir`` used: {"kind", "path", "checksum"}, or None."""
+    try:
+        return json.loads(_location_note().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _remember(kind: str, location: Path, checksum: str) -> None:
+    try:
+        note = _location_note()
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(json.dumps({"kind": kind, "path": str(Path(location).resolve()), "checksum": checksum}) + "\n")
+    except OSError:
+        pass  # a read-only checkout: the path must be given again next time, nothing else changes
+
+
+@dataclass
+class RawSource:
+    """Where the data are and their checksum (the cache key's source part), before any extraction.
+
+    ``kind`` is ``"folder"`` (``location`` is an extracted ``CUB_200_2011``) or ``"archive"`` (a
+    checked archive, to be extracted into ``extract_to`` when the cache needs building).
+    """
+
+    kind: str
+    location: Path
+    checksum: str
+    extract_to: Path | None = None
+
+    def folder(self) -> Path:
+        """The extracted ``CUB_200_2011`` folder (extracting the archive when needed)."""
+        if self.kind == "folder":
+            return self.location
+        return extract(self.location, self.extract_to)
+
+
+def _check_archive(location: Path, expected: str | None) -> str:
+    checksum = verified_md5(location)
+    if expected is not None and checksum != expected:
+        raise ValueError(
+            f"{location}: MD5 {checksum} is not the CUB archive's {expected}; pass the real "
+            "CUB_200_2011.tgz, or its extracted folder"
+        )
+    return checksum
+
+
+def find_source(
     source: str = "cub",
     data_dir: str | Path | None = None,
     raw_dir: str | Path | None = None,
@@ -49,14 +112,14 @@ def ensure_raw(
     synthetic_classes: int = 10,
     synthetic_seed: int = 0,
     progress: bool = True,
-) -> tuple[Path, str]:
-    """Make sure an extracted ``CUB_200_2011`` folder exists; return it and its source checksum.
+) -> RawSource:
+    """Find (or make, or download) the data and their checksum without extracting anything.
 
-    Arguments as in :func:`prepare`. The checksum is the archive's MD5, or an MD5 over the metadata
-    files when the user gave an extracted folder.
+    Arguments as in :func:`prepare`. The checksum is the archive's MD5, or for an extracted folder
+    the MD5 of its metadata and of every listed image's size and modification time.
     """
-    if source not in ("cub", "synthetic"):
-        raise ValueError(f"source={source!r}: use 'cub' or 'synthetic'")
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r}: use one of {SOURCES}")
     raw_dir = Path(raw_dir) if raw_dir is not None else paths.RAW_DIR
     say = print if progress else (lambda *args, **kwargs: None)
     if source == "synthetic":
@@ -66,27 +129,37 @@ def ensure_raw(
             say(f"writing a synthetic CUB-format archive ({synthetic_images} images) to {archive}")
             make_synthetic_archive(folder, num_images=synthetic_images, num_classes=synthetic_classes,
                                    seed=synthetic_seed)
-        kind, location, expected = "archive", archive, None
-    else:
-        data_dir = data_dir or os.environ.get("DDPM_DATA_DIR")
-        folder = raw_dir
-        if data_dir:
-            kind, location = locate_source(data_dir)
-            expected = md5
-        else:
-            say(f"downloading {ARCHIVE_NAME} to {raw_dir} (skipped when already verified)")
-            location = download(raw_dir / ARCHIVE_NAME, urls=urls, md5=md5, progress=progress)
-            kind, expected = "archive", None  # download() verified it
-    if kind == "folder":
-        return location, metadata_checksum(location)
-    checksum = verified_md5(location)
-    if expected is not None and checksum != expected:
-        raise ValueError(
-            f"{location}: MD5 {checksum} is not the CUB archive's {expected}; pass the real "
-            "CUB_200_2011.tgz, or its extracted folder"
-        )
-    say(f"extracting {location.name} to {folder} (skipped when already extracted)")
-    return extract(location, folder), checksum
+        return RawSource("archive", archive, verified_md5(archive), folder)
+    data_dir = data_dir or os.environ.get("DDPM_DATA_DIR")
+    if data_dir:
+        kind, location = locate_source(data_dir)
+        checksum = folder_checksum(location) if kind == "folder" else _check_archive(location, md5)
+        _remember(kind, location, checksum)
+        return RawSource(kind, location, checksum, raw_dir)
+    extracted = raw_dir / "CUB_200_2011"
+    checksum = extracted_md5(extracted)
+    if checksum is not None:  # a finished extraction of an archive checked when it was extracted
+        return RawSource("folder", extracted, checksum)
+    remembered = remembered_location()
+    if remembered is not None and Path(remembered["path"]).exists():
+        say(f"using the data location given before: {remembered['path']}")
+        return find_source(source, remembered["path"], raw_dir, urls, md5, progress=False)
+    archive = raw_dir / ARCHIVE_NAME
+    if not archive.exists():
+        say(f"downloading {ARCHIVE_NAME} to {raw_dir} (skipped when already verified)")
+    location = download(archive, urls=urls, md5=md5, progress=progress)  # verifies; no network if present
+    return RawSource("archive", location, verified_md5(location), raw_dir)
+
+
+def ensure_raw(source: str = "cub", data_dir=None, raw_dir=None, urls: Sequence[str] = CUB_URLS,
+               md5: str | None = CUB_MD5, synthetic_images: int = 600, synthetic_classes: int = 10,
+               synthetic_seed: int = 0, progress: bool = True) -> tuple[Path, str]:
+    """Make sure an extracted ``CUB_200_2011`` folder exists; return it and its source checksum."""
+    raw = find_source(source, data_dir, raw_dir, urls, md5, synthetic_images, synthetic_classes, synthetic_seed,
+                      progress)
+    if raw.kind == "archive" and progress:
+        print(f"extracting {raw.location.name} to {raw.extract_to} (skipped when already extracted)")
+    return raw.folder(), raw.checksum
 
 
 def prepare(
@@ -107,7 +180,8 @@ def prepare(
 
     Args:
         source: ``"cub"`` (the real data) or ``"synthetic"`` (the embedded replica).
-        data_dir: a local archive or folder to use instead of downloading (default ``$DDPM_DATA_DIR``).
+        data_dir: a local archive or folder to use instead of downloading (default ``$DDPM_DATA_DIR``,
+            then the location an earlier call was given).
         options: crop, size, non-RGB policy and split (``PreprocessOptions``).
         raw_dir, cache_dir: where archives / extracted folders and caches go (``data/raw``,
             ``data/processed`` by default).
@@ -115,18 +189,45 @@ def prepare(
         synthetic_*: size and seed of the replica when ``source="synthetic"``.
     """
     options = options or PreprocessOptions()
-    root, checksum = ensure_raw(source, data_dir, raw_dir, urls, md5, synthetic_images, synthetic_classes,
-                                synthetic_seed, progress)
     cache_dir = Path(cache_dir) if cache_dir is not None else paths.PROCESSED_DIR
+    try:
+        raw = find_source(source, data_dir, raw_dir, urls, md5, synthetic_images, synthetic_classes, synthetic_seed,
+                          progress)
+    except Exception:
+        reusable = _cache_of_remembered_location(source, data_dir, options, cache_dir)
+        if reusable is None:
+            raise
+        return reusable
+    existing = cache_path(cache_dir, options, raw.checksum, source)
+    if existing.exists() and existing.with_suffix(".json").exists():
+        return existing
+    if raw.kind == "archive" and progress:
+        print(f"extracting {raw.location.name} to {raw.extract_to} (skipped when already extracted)")
+    root = raw.folder()
     if progress:
-        print(f"preprocessing {root} -> {cache_dir} (reused when the options are unchanged)")
-    return build_cache(root, cache_dir, options, checksum, source, workers)
+        print(f"preprocessing {root} -> {cache_dir}")
+    return build_cache(root, cache_dir, options, raw.checksum, source, workers)
 
 
-def options_from_config(data) -> PreprocessOptions:
-    """The preprocessing options a ``DataConfig`` asks for."""
-    return PreprocessOptions(image_size=data.image_size, crop=data.crop, margin=data.margin,
-                             non_rgb=data.non_rgb, split_seed=data.seed)
+def _cache_of_remembered_location(source, data_dir, options, cache_dir) -> Path | None:
+    """The cache built from the remembered data location when that location is gone (an unmounted
+    Drive, a deleted copy): the same checksum and options, so the same data. None otherwise."""
+    remembered = remembered_location()
+    if source != "cub" or data_dir or os.environ.get("DDPM_DATA_DIR") or remembered is None:
+        return None
+    path = cache_path(cache_dir, options, remembered["checksum"], source)
+    if not (path.exists() and path.with_suffix(".json").exists()):
+        return None
+    warnings.warn(f"the data location {remembered['path']} is not reachable; using the cache built from it, "
+                  f"{path}", stacklevel=3)
+    return path
+
+
+def options_from_config(data, **overrides) -> PreprocessOptions:
+    """The preprocessing options a ``DataConfig`` asks for (``overrides``: options to replace)."""
+    options = PreprocessOptions(image_size=data.image_size, crop=data.crop, margin=data.margin,
+                                non_rgb=data.non_rgb, split_seed=data.seed)
+    return dataclasses.replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def raw_root_from_config(data, progress: bool = True, **kwargs) -> Path:
