@@ -5,13 +5,14 @@ colab-links``.
   cache it (``ddpm_lib.data.prepare``). A second run does nothing.
 * ``train``: train a network with a profile's settings (``ddpm_lib.experiment``); ``--resume
   latest`` (the default) continues a killed run, a finished run is reused.
-* ``sample``: draw images from a trained run's EMA weights (PNG grid + uint8 ``.npz``).
+* ``sample``: draw images from a trained run's EMA weights (PNG grid + uint8 ``.npz``), with DDPM,
+  DDIM or DPM-Solver++; ``--species NAME --guidance W`` for a conditional run.
 * ``evaluate``: KID / FID of a trained run's samples against the test split (``ddpm_lib.metrics``).
-* ``notebooks``: execute the six notebooks in order under a profile (papermill); ``summary``: what
+* ``notebooks``: execute the notebooks in order under a profile (papermill); ``summary``: what
   such a run wrote, and where (``ddpm_lib.pipeline``).
 * ``colab-links``: point the "Open in Colab" badges and each notebook's set-up cell at the repository
   (``[project.urls] Repository`` in ``pyproject.toml``, or ``--repo``), after the repository moves.
-* ``bench train``: images/s of the training step per network and batch size (``ddpm_lib.bench``).
+* ``bench train | sample``: images/s of the training step, seconds of sampling (``ddpm_lib.bench``).
 * ``demo``: the main job on the embedded synthetic data: build the synthetic CUB-format archive,
   run it through the real preprocessing, train the profile's network, sample from the EMA weights,
   and write grids, metrics and checkpoints under ``runs/<profile>/demo/``.
@@ -26,15 +27,13 @@ import time
 import torch
 
 from . import paths
-from .config import get_profile
-from .data.cub import PreprocessOptions, load_cache
+from .config import get_profile, run_name
+from .data.cub import CROPS, NON_RGB_POLICIES, SOURCES, load_cache
 from .data.download import CUB_MD5
-from .data.prepare import prepare
-from .data.transforms import destandardize
-from .experiment import load_training_data, run_experiment
-from .models import count_parameters
-from .sampling import ddim_sample, ddpm_sample, standardized_range
-from .viz import save_image_grid
+from .data.prepare import options_from_config, prepare
+from .models import MODEL_NAMES
+from .sampling import SAMPLERS
+from .schedules import SCHEDULE_NAMES
 
 
 def run_prepare(args) -> int:
@@ -42,9 +41,7 @@ def run_prepare(args) -> int:
     source = args.source or ("cub" if args.data_dir else config.data.source)
     if source == "synthetic" and args.data_dir:
         raise ValueError("--data-dir points at real CUB data; drop --source synthetic to use it")
-    options = PreprocessOptions(image_size=args.image_size or config.data.image_size,
-                                crop=args.crop or config.data.crop, margin=config.data.margin,
-                                non_rgb=args.non_rgb or config.data.non_rgb, split_seed=config.data.seed)
+    options = options_from_config(config.data, image_size=args.image_size, crop=args.crop, non_rgb=args.non_rgb)
     extra = {"urls": args.url} if args.url else {}
     cache_path = prepare(source=source, data_dir=args.data_dir, options=options, md5=args.md5 or CUB_MD5,
                          synthetic_images=config.data.num_synthetic_images,
@@ -57,34 +54,38 @@ def run_prepare(args) -> int:
 
 
 def configure(args):
-    """The profile's config with the command line's overrides applied."""
+    """The profile's config with the command line's overrides applied (and validated)."""
     config = get_profile(args.profile, model=getattr(args, "model", None))
     if getattr(args, "attention", False):
         config.model.attention = True
     if getattr(args, "schedule", None):
         config.diffusion.schedule = args.schedule
-    if getattr(args, "steps", None) is not None:
-        config.train.steps, config.train.epochs = args.steps, None
+    if getattr(args, "num_classes", None) is not None:
+        config.model.num_classes = args.num_classes
+    if getattr(args, "train_steps", None) is not None:
+        config.train.steps, config.train.epochs = args.train_steps, None
     if getattr(args, "batch_size", None) is not None:
         config.train.batch_size = args.batch_size
     if getattr(args, "no_cuda_graph", False):
         config.train.cuda_graph = False
-    for section in (config.model, config.diffusion, config.train):
-        section.__post_init__()  # re-validate overridden values
-    return config
+    if getattr(args, "no_compile", False):
+        config.train.compile = False
+    return config.validate()
 
 
 def run_train(args) -> int:
     """Train one run; under ``torchrun --nproc_per_node=N`` the N processes share the work (DDP)."""
     from .distributed import init_from_environment
+    from .experiment import run_experiment
 
     config = configure(args)
-    name = args.run_name or f"{config.model.name}_{config.diffusion.schedule}"
     context = init_from_environment(args.device)
     try:
-        run = run_experiment(config, name, resume=None if args.resume == "none" else "latest", retrain=args.retrain,
-                             checkpoint_dir=args.checkpoint_dir, device=context.device or args.device,
-                             progress=context.is_main)
+        resume = None if args.resume == "none" else "latest"
+        run = run_experiment(config, args.run_name or run_name(config), resume=resume,
+                             retrain=args.retrain, checkpoint_dir=args.checkpoint_dir,
+                             device=context.device or args.device, progress="bar" if context.is_main else False,
+                             data_dir=args.data_dir)
     finally:
         if context.enabled:
             torch.distributed.destroy_process_group()
@@ -93,30 +94,53 @@ def run_train(args) -> int:
     return 0
 
 
+def _load_run(args):
+    """The trained run the command line names: ``--run-name``, else the name the network flags give."""
+    from .experiment import load_run
+
+    config = configure(args)
+    name = args.run_name or run_name(config)
+    folder = paths.run_dir(config.profile, name)
+    if not folder.exists():
+        raise FileNotFoundError(f"no run {name!r} in {folder.parent}; train it first (python -m ddpm_lib train "
+                                f"--profile {config.profile} ...) or pass --run-name")
+    return load_run(folder, device=args.device)
+
+
+def _species(run, args):
+    """The species labels ``--species`` asks for (a name or an index), or None."""
+    from .experiment import species_index
+
+    if args.species is None:
+        return None
+    if run.config.model.num_classes is None:
+        raise ValueError(f"--species needs a conditional run; {run.run_dir.name} was trained without --num-classes")
+    return species_index(run.species_names or [str(i) for i in range(run.config.model.num_classes)], args.species)
+
+
 def run_sample(args) -> int:
     import numpy as np
 
-    from .data.transforms import to_uint8_hwc
-    from .experiment import load_run
-    from .sampling import prepare_for_sampling, sample_many
+    from .transforms import nhwc_to_nchw
+    from .viz import save_image_grid
 
-    config = get_profile(args.profile)
-    run = load_run(paths.run_dir(config.profile, args.run_name), device=args.device)
-    device = next(run.model.parameters()).device
-    network = prepare_for_sampling(run.model, device, compile_network=args.compile)
-    low, high = standardized_range(run.mean.tolist(), run.std.tolist())
-    size = run.config.data.image_size
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    run = _load_run(args)
+    species = _species(run, args)
+    guidance = args.guidance if species is not None else None
     started = time.perf_counter()
-    images = sample_many(network, run.diffusion, args.num_samples, (3, size, size), sampler=args.sampler,
-                         steps=args.steps, eta=args.eta, generator=generator,
-                         clip_range=(low.float().to(device), high.float().to(device)), device=device)
+    pixels = run.sample(args.num_samples, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
+                        species=species, guidance=guidance, compile_network=args.compile)
     seconds = time.perf_counter() - started
-    pixels = to_uint8_hwc(images, run.mean, run.std)
-    out = run.run_dir / "samples" / f"{args.sampler}{args.steps if args.sampler == 'ddim' else ''}_n{args.num_samples}"
+    label = run.sampler_label(args.sampler, args.steps, args.eta, guidance).replace(" ", "_")
+    if species is not None:
+        label += f"_species{species}"
+    out = run.run_dir / "samples" / f"{label}_n{args.num_samples}"
+    out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out.with_suffix(".npz"), images=pixels)
-    save_image_grid(torch.from_numpy(pixels[:64]).permute(0, 3, 1, 2), out.with_suffix(".png"))
-    print(f"{args.num_samples} samples in {seconds:.1f} s -> {out.with_suffix('.npz')}, {out.with_suffix('.png')}")
+    save_image_grid(nhwc_to_nchw(pixels[:64]), out.with_suffix(".png"))
+    shown = f" of {run.species_names[species]}" if species is not None and run.species_names else ""
+    print(f"{args.num_samples} samples{shown} in {seconds:.1f} s -> {out.with_suffix('.npz')}, "
+          f"{out.with_suffix('.png')}")
     return 0
 
 
@@ -126,18 +150,18 @@ def run_evaluate(args) -> int:
     import numpy as np
 
     from .data.prepare import prepare_from_config
-    from .experiment import load_run
-    from .metrics import evaluate_run
+    from .metrics import evaluate_run, real_cache_name
 
-    config = get_profile(args.profile)
-    run = load_run(paths.run_dir(config.profile, args.run_name), device=args.device)
-    cache = load_cache(prepare_from_config(run.config.data, progress=False))
-    test = cache.test_images(run.config.data.split)
+    run = _load_run(args)
+    cache_path = prepare_from_config(run.config.data, progress=False, data_dir=args.data_dir)
+    split = run.config.data.split
+    test = load_cache(cache_path).test_images(split)
     result = evaluate_run(run, test, sampler=args.sampler, steps=args.steps, eta=args.eta,
                           num_samples=args.num_samples, weights=args.weights, device=args.device,
-                          compile_network=args.compile, save_dir=run.run_dir / "evaluation")
+                          compile_network=args.compile, save_dir=run.run_dir / "evaluation",
+                          real_cache_name=real_cache_name(cache_path, split))
     result.pop("samples")
-    result = {"run": args.run_name, "profile": config.profile, **result}
+    result = {"run": run.run_dir.name, "profile": run.config.profile, **result}
     log = run.run_dir / "evaluation" / "results.jsonl"
     with open(log, "a") as handle:
         handle.write(json.dumps(result) + "\n")
@@ -161,6 +185,11 @@ def run_summary(args) -> int:
 
 
 def run_demo(args) -> int:
+    from .experiment import load_training_data, run_experiment
+    from .models import count_parameters
+    from .transforms import nhwc_to_nchw
+    from .viz import save_image_grid
+
     config = configure(args)
     if config.data.source != "synthetic":
         print(f"profile {config.profile!r} uses real CUB; the demo runs on synthetic data (use demo or smoke)")
@@ -174,21 +203,12 @@ def run_demo(args) -> int:
     print(f"[2/3] training {config.model.name} for {config.train.total_steps(len(data.images))} steps ...")
     run = run_experiment(config, "demo", retrain=True, device=args.device)
     print(f"      {count_parameters(run.model):,} parameters")
-    print(f"[3/3] sampling {config.sample.num_samples} images with {config.sample.sampler} from the EMA weights ...")
-    device = next(run.model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    shape = (config.sample.num_samples, 3, config.data.image_size, config.data.image_size)
-    low, high = standardized_range(run.mean.tolist(), run.std.tolist())
-    clip = (low.float(), high.float())
-    if config.sample.sampler == "ddim":
-        samples = ddim_sample(run.model, run.diffusion, shape, steps=config.sample.steps, eta=config.sample.eta,
-                              generator=generator, clip_range=clip, device=device)
-    else:
-        samples = ddpm_sample(run.model, run.diffusion, shape, generator=generator, clip_range=clip, device=device)
-    save_image_grid(destandardize(samples.images, run.mean, run.std), run_dir / "samples.png", columns=6)
+    print(f"[3/3] sampling {config.sample.num_samples} images with {run.sampler_label()} from the EMA weights ...")
+    pixels = run.sample(config.sample.num_samples, seed=config.train.seed)
+    save_image_grid(nhwc_to_nchw(pixels), run_dir / "samples.png", columns=6)
     print(f"done in {time.perf_counter() - started:.0f} s. Wrote to {run_dir}:")
     for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and "wandb" not in path.parts:
+        if path.is_file() and "wandb" not in path.parts and "set-aside" not in path.parts:
             print(f"  {path.relative_to(run_dir)}")
     return 0
 
@@ -213,47 +233,57 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="download / extract / preprocess CUB (or the synthetic replica)")
     prep.add_argument("--profile", default=None, help="profile whose data settings to use (default: $DDPM_PROFILE)")
-    prep.add_argument("--source", choices=("cub", "synthetic"), default=None, help="real CUB or the replica")
-    prep.add_argument("--data-dir", default=None, help="an archive or CUB_200_2011 folder you already have")
+    prep.add_argument("--source", choices=SOURCES, default=None, help="real CUB or the replica")
+    prep.add_argument("--data-dir", default=None, help="an archive or CUB_200_2011 folder you already have "
+                                                       "(remembered for later commands)")
     prep.add_argument("--url", action="append", help="download URL (repeat for fallbacks)")
     prep.add_argument("--md5", default=None, help="expected archive MD5 (default: the real CUB archive's)")
     prep.add_argument("--image-size", type=int, default=None, help="output side in pixels")
-    prep.add_argument("--crop", choices=("bbox", "square"), default=None)
-    prep.add_argument("--non-rgb", choices=("convert", "drop"), default=None)
+    prep.add_argument("--crop", choices=CROPS, default=None)
+    prep.add_argument("--non-rgb", choices=NON_RGB_POLICIES, default=None)
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
+    def network_options(sub, what: str) -> None:
+        sub.add_argument("--profile", default=None, help="smoke, demo, colab or full (default: $DDPM_PROFILE or demo)")
+        sub.add_argument("--model", choices=MODEL_NAMES, default=None, help=f"the network {what}")
+        sub.add_argument("--attention", action="store_true", help="SmallUNet with self-attention")
+        sub.add_argument("--schedule", choices=SCHEDULE_NAMES, default=None)
+        sub.add_argument("--num-classes", type=int, default=None, help="species to condition on (CUB: 200)")
+        sub.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+        sub.add_argument("--data-dir", default=None, help="a CUB archive or folder (as for prepare)")
 
     for name, help_text in (("train", "train a network"), ("demo", "the main job on the synthetic data")):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--profile", default=None, help="smoke, demo, colab or full (default: $DDPM_PROFILE or demo)")
-        sub.add_argument("--model", choices=("small_unet", "baseline_unet"), default=None)
-        sub.add_argument("--attention", action="store_true", help="SmallUNet with self-attention")
-        sub.add_argument("--schedule", choices=("linear", "cosine", "keras"), default=None)
-        sub.add_argument("--steps", type=int, default=None, help="override the profile's training length")
+        network_options(sub, "to train")
+        sub.add_argument("--steps", dest="train_steps", type=int, default=None,
+                         help="override the profile's training length")
         sub.add_argument("--batch-size", type=int, default=None)
         sub.add_argument("--no-cuda-graph", action="store_true", help="plain eager steps on CUDA")
-        sub.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+        sub.add_argument("--no-compile", action="store_true", help="do not torch.compile the network")
         if name == "train":
-            sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/")
+            sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/ (default: from the "
+                                                             "network, schedule, prediction and loss)")
             sub.add_argument("--resume", choices=("latest", "none"), default="latest")
             sub.add_argument("--retrain", action="store_true", help="train again even if the run is finished")
             sub.add_argument("--checkpoint-dir", default=None, help="e.g. a Google Drive folder")
     for name, help_text in (("sample", "draw images from a trained run's EMA weights"),
                             ("evaluate", "KID / FID of a trained run against the test split")):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--profile", default=None, help="the run's profile (default: $DDPM_PROFILE or demo)")
-        sub.add_argument("--run-name", required=True, help="folder under runs/<profile>/")
-        sub.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-        sub.add_argument("--steps", type=int, default=50, help="DDIM steps")
-        sub.add_argument("--eta", type=float, default=0.0)
+        network_options(sub, "of the run (to find its default name)")
+        sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/ (default: as train names it)")
+        sub.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddpm, ddim or dpmpp (DPM-Solver++)")
+        sub.add_argument("--steps", type=int, default=50, help="DDIM / DPM-Solver++ steps")
+        sub.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
         sub.add_argument("--compile", action="store_true", help="compile the network (CUDA)")
-        sub.add_argument("--device", default=None)
         if name == "sample":
             sub.add_argument("--num-samples", type=int, default=64)
             sub.add_argument("--seed", type=int, default=0)
+            sub.add_argument("--species", default=None, help="a conditional run's species: a name or an index")
+            sub.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance weight w")
         else:
             sub.add_argument("--num-samples", type=int, default=None, help="default: the test-set size")
             sub.add_argument("--weights", default=None, help="Inception weights file (or $DDPM_INCEPTION_WEIGHTS)")
-    notebooks = commands.add_parser("notebooks", help="execute the six notebooks under a profile (papermill)")
+    notebooks = commands.add_parser("notebooks", help="execute the notebooks in order under a profile (papermill)")
     notebooks.add_argument("--profile", default=None)
     notebooks.add_argument("--only", nargs="*", default=None, help="names such as 03_baseline_unet")
     summary = commands.add_parser("summary", help="what a run of the notebooks wrote, and where")

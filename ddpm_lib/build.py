@@ -5,15 +5,17 @@ from __future__ import annotations
 from torch import nn
 
 from .config import DiffusionConfig, ModelConfig
+from .data.cub import DEFAULT_IMAGE_SIZE
 from .diffusion import GaussianDiffusion
 from .models import BaselineUNet, SmallUNet
 from .schedules import get_named_schedule
 
 
-def build_model(config: ModelConfig, image_size: int = 64) -> nn.Module:
+def build_model(config: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> nn.Module:
     """The network named by ``config.name`` with the config's sizes."""
     if config.name == "small_unet":
-        return SmallUNet(widths=config.widths, block_depth=config.block_depth, attention=config.attention)
+        return SmallUNet(widths=config.widths, block_depth=config.block_depth, attention=config.attention,
+                         num_classes=config.num_classes)
     if config.name == "baseline_unet":
         return BaselineUNet(
             base_channels=config.base_channels,
@@ -22,6 +24,7 @@ def build_model(config: ModelConfig, image_size: int = 64) -> nn.Module:
             attention_resolutions=config.attention_resolutions,
             image_size=image_size,
             dropout=config.dropout,
+            num_classes=config.num_classes,
         )
     raise ValueError(f"unknown model {config.name!r}")
 

@@ -66,9 +66,10 @@ def pip_command(packages: list[str], constraints_file: Path) -> list[str]:
 def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
     """Point the repository's ``runs/``, ``data/processed/`` and the CUB archive at ``drive_root``.
 
-    Idempotent: a link that already points there is left alone. A real folder that already holds
-    files is never replaced (its files would be lost to the running notebooks): the error says what
-    to move. Returns ``{path in the repository: where it now points}``.
+    Idempotent: a link that already points there is left alone, and its target is created again
+    if it was deleted on Drive. A real folder that already holds files is never replaced (its files
+    would be lost to the running notebooks): the error says what to move. Returns
+    ``{path in the repository: where it now points}``.
     """
     from .data.download import ARCHIVE_NAME
 
@@ -78,6 +79,8 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
         repo_root / "data" / "raw" / ARCHIVE_NAME: drive_root / ARCHIVE_NAME,
     }
     for link, target in targets.items():
+        is_folder = link.name != ARCHIVE_NAME
+        (target if is_folder else target.parent).mkdir(parents=True, exist_ok=True)  # the archive comes later
         if link.is_symlink():
             if link.resolve() == target.resolve():
                 continue
@@ -89,8 +92,6 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
                     f"{target} (or set USE_DRIVE = False in the first cell) and run the cell again."
                 )
             link.rmdir()
-        is_folder = link.name != ARCHIVE_NAME
-        (target if is_folder else target.parent).mkdir(parents=True, exist_ok=True)  # the archive comes later
         if link.is_file():  # an archive downloaded before Drive was mounted: move it there
             if not target.exists():
                 link.replace(target)
@@ -101,17 +102,29 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
     return targets
 
 
+def unlink_drive(repo_root: Path) -> list[Path]:
+    """Remove the links :func:`link_to_drive` made (Drive is not mounted this time): the notebooks then
+    write into the runtime instead of failing on a dangling link. Returns the removed links."""
+    from .data.download import ARCHIVE_NAME
+
+    removed = []
+    for link in (repo_root / "runs", repo_root / "data" / "processed", repo_root / "data" / "raw" / ARCHIVE_NAME):
+        if link.is_symlink():
+            link.unlink()
+            removed.append(link)
+    return removed
+
+
 def describe_device() -> tuple[bool, str]:
     """``(has_gpu, a line for the user)``: the GPU, its memory and precision, or a plain warning."""
-    import torch
+    from .device import default_device, describe
 
-    if not torch.cuda.is_available():
+    device = default_device()
+    if device.type != "cuda":
         return False, ("WARNING: no GPU. Training here runs on the CPU, hundreds of times slower; the notebooks "
                        "fall back to the CPU-sized 'demo' profile (synthetic data). For real birds choose "
                        "Runtime > Change runtime type > T4 GPU, then run this cell again.")
-    properties = torch.cuda.get_device_properties(0)
-    precision = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16 + GradScaler"
-    return True, f"GPU: {properties.name}, {properties.total_memory / 2**30:.1f} GiB, training in {precision}"
+    return True, f"GPU: {describe(device)} (training and sampling)"
 
 
 @dataclass
@@ -163,6 +176,8 @@ def setup_colab(use_drive: bool = True, repo_root: Path | None = None, mount_poi
     if use_drive and mount_drive(mount_point):
         result.drive_root = mount_point / DRIVE_FOLDER
         link_to_drive(repo_root, result.drive_root)
+    else:
+        unlink_drive(repo_root)
         print(f"checkpoints, metrics and the data cache are kept in {result.drive_root}: after a reset, run the "
               "notebook again and training resumes from the last checkpoint")
     result.has_gpu, line = describe_device()

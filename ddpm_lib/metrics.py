@@ -10,7 +10,16 @@ to the smaller set.
 Weights: torch-fidelity downloads its Inception weights from GitHub on first use. Offline, point
 ``DDPM_INCEPTION_WEIGHTS`` (or the ``weights`` argument) at a local copy. For tests and offline CI,
 :func:`write_standin_weights` writes a randomly initialised Inception of the right shapes; numbers
-computed with it test the plumbing only and are labelled as not comparable.
+computed with it test the plumbing only and are labelled as not comparable
+(:func:`choose_inception_weights` decides, once, for notebooks and the command line).
+
+Feature caches: the real set's Inception features are cached under a folder named by the resolved
+weights' checksum, with a name built from the data cache's identity and the split
+(:func:`real_cache_name`), so other weights or another crop never reuse stale features.
+
+Sample size: FID is biased upwards at small N, and KID's unbiased estimate is noisy there (and can
+be slightly negative for sets from one distribution). Every row therefore states its N, and the
+reference rows are scored at the model rows' N (:func:`reference_rows`).
 """
 
 from __future__ import annotations
@@ -23,12 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                 "weights-inception-2015-12-05-6726825d.pth")
+from . import paths, study
+from .device import resolve_device
+from .transforms import nhwc_to_nchw
+
+OFFICIAL_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{OFFICIAL_WEIGHTS_NAME}"
 STANDIN_LABEL = "stand-in Inception weights (random): numbers test the plumbing only, not comparable"
-STUDY_ROW = {"network": "the study's big U-Net", "schedule": "linear", "sampler": "DDIM-5", "FID": 92.47,
-             "KID mean": 0.2089, "KID std": None,
-             "note": "the study's numbers: uncropped 299 px real images vs 64 px samples, per-batch KID"}
+OFFICIAL_LABEL = "torch-fidelity Inception (official weights)"
+STUDY_ROW = {k: study.RESULT[k] for k in ("network", "schedule", "sampler", "FID", "KID mean", "KID std", "note")}
 
 
 class InceptionWeightsError(RuntimeError):
@@ -47,7 +59,7 @@ class UInt8Images(torch.utils.data.Dataset):
         if tensor.dtype != torch.uint8:
             raise ValueError(f"KID/FID inputs must be uint8 images, got {tensor.dtype}")
         if tensor.ndim == 4 and tensor.shape[-1] == 3 and tensor.shape[1] != 3:
-            tensor = tensor.permute(0, 3, 1, 2)
+            tensor = nhwc_to_nchw(tensor)
         self.images = tensor.contiguous()
 
     def __len__(self) -> int:
@@ -112,9 +124,44 @@ def resolve_weights(weights: str | Path | None = None) -> str | None:
     return str(chosen)
 
 
+def choose_inception_weights(weights=None, source: str = "synthetic",
+                             calibration_images=None) -> tuple[str | None, str]:
+    """The weights to score with, and their label: the given file or ``$DDPM_INCEPTION_WEIGHTS``,
+    else torch-fidelity's own (cached, or downloaded where there is internet); for synthetic data
+    with neither, a calibrated stand-in written once under ``data/processed/`` (labelled as such).
+    Real data never fall back to a stand-in: without weights they raise with what to do."""
+    resolved = resolve_weights(weights)
+    official = Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_WEIGHTS_NAME
+    if resolved is None and not official.exists() and source == "synthetic":
+        if calibration_images is None:
+            raise ValueError("a stand-in Inception needs calibration images (a few dozen test images)")
+        path = paths.PROCESSED_DIR / "standin_inception.pth"
+        if not is_standin(path):
+            write_standin_weights(path, calibration_images)
+        resolved = str(path)
+    return resolved, STANDIN_LABEL if is_standin(resolved) else OFFICIAL_LABEL
+
+
+def weights_key(weights: str | Path | None) -> str:
+    """A short identity of the resolved weights (their MD5), or ``"official"`` for torch-fidelity's own."""
+    from .data.download import verified_md5
+
+    return verified_md5(Path(weights))[:12] if weights is not None else "official"
+
+
+def features_cache_dir(weights: str | Path | None) -> Path:
+    """Where the real sets' features for these weights are cached: one folder per weights file."""
+    return paths.PROCESSED_DIR / "fidelity-cache" / weights_key(weights)
+
+
+def real_cache_name(data_cache: str | Path, split: str, part: str = "test") -> str:
+    """The feature-cache name of a real image set: the data cache's identity (its file stem, which
+    hashes the source and every preprocessing option), the split and which part of it."""
+    return f"{Path(data_cache).stem}-{split}-{part}"
+
+
 def kid_fid(generated, real, weights: str | Path | None = None, kid_subset_size: int = 1000, kid_subsets: int = 100,
-            device=None, cache_dir: str | Path | None = None, real_cache_name: str | None = None,
-            batch_size: int = 64) -> dict:
+            device=None, real_cache_name: str | None = None, batch_size: int = 64) -> dict:
     """FID and KID (mean, std) between two sets of uint8 images through torch-fidelity.
 
     Args:
@@ -122,8 +169,8 @@ def kid_fid(generated, real, weights: str | Path | None = None, kid_subset_size:
         weights: Inception weights (see :func:`resolve_weights`).
         kid_subset_size: capped to the smaller set (torch-fidelity raises otherwise).
         device: "cuda" or "cpu" (default: CUDA when available).
-        cache_dir, real_cache_name: cache the real set's features under this name (the cache key
-            ignores the weights, so keep one ``cache_dir`` per weights file).
+        real_cache_name: cache the real set's features under this name (:func:`real_cache_name`), in
+            the folder of the resolved weights (:func:`features_cache_dir`).
     Returns:
         {"FID", "KID mean", "KID std", "kid_subset_size", "n_generated", "n_real", "weights", "seconds", "note"}
     """
@@ -133,12 +180,12 @@ def kid_fid(generated, real, weights: str | Path | None = None, kid_subset_size:
     weights = resolve_weights(weights)
     subset = min(kid_subset_size, len(generated_set), len(real_set))
     note = f"KID subset size capped to {subset}" if subset < kid_subset_size else ""
-    use_cuda = (torch.device(device).type == "cuda") if device is not None else torch.cuda.is_available()
+    use_cuda = resolve_device(device).type == "cuda"
     options = dict(input1=generated_set, input2=real_set, cuda=use_cuda, fid=True, kid=True, isc=False,
                    kid_subset_size=subset, kid_subsets=kid_subsets, batch_size=batch_size, save_cpu_ram=True,
                    verbose=False, feature_extractor_weights_path=weights)
-    if cache_dir is not None and real_cache_name is not None:
-        options.update(cache=True, cache_root=str(cache_dir), input2_cache_name=real_cache_name)
+    if real_cache_name is not None:
+        options.update(cache=True, cache_root=str(features_cache_dir(weights)), input2_cache_name=real_cache_name)
     else:
         options.update(cache=False)
     started = time.perf_counter()
@@ -149,7 +196,7 @@ def kid_fid(generated, real, weights: str | Path | None = None, kid_subset_size:
             "KID/FID need torch-fidelity's Inception weights and they could not be downloaded "
             f"({type(error).__name__}: {error}). Download {INCEPTION_URL} on a machine with internet, copy it "
             "here and set DDPM_INCEPTION_WEIGHTS=/path/to/it (or put it in $TORCH_HOME/hub/checkpoints/).") from error
-    label = STANDIN_LABEL if is_standin(weights) else "torch-fidelity Inception (official weights)"
+    label = STANDIN_LABEL if is_standin(weights) else OFFICIAL_LABEL
     return {"FID": float(result["frechet_inception_distance"]),
             "KID mean": float(result["kernel_inception_distance_mean"]),
             "KID std": float(result["kernel_inception_distance_std"]),
@@ -167,60 +214,63 @@ def nearest_neighbours(samples_uint8: np.ndarray, train_uint8: np.ndarray, k: in
 
 def evaluate_run(run, real_uint8: np.ndarray, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
                  num_samples: int | None = None, weights=None, device=None, batch_size: int | None = 256,
-                 compile_network: bool = False, save_dir: str | Path | None = None, cache_dir=None,
-                 real_cache_name: str | None = None, seed: int = 0) -> dict:
-    """Sample from a trained run's EMA network and score the samples against ``real_uint8``.
+                 compile_network: bool = False, save_dir: str | Path | None = None,
+                 real_cache_name: str | None = None, seed: int = 0, species=None,
+                 guidance: float | None = None) -> dict:
+    """Sample from a trained run (``Run.sample``) and score the samples against ``real_uint8``.
 
     Args:
-        run: an ``experiment.Run`` (its EMA model, diffusion and data statistics).
+        run: an ``experiment.Run``.
         real_uint8: the reference set, uint8 (N, H, W, 3): the test split from the same cache.
-        sampler, steps, eta: ``"ddpm"`` (all T steps) or ``"ddim"``.
+        sampler, steps, eta: ``"ddpm"`` (all T steps), ``"ddim"`` or ``"dpmpp"``.
         num_samples: generated images (default: as many as ``real_uint8``, the test-set size).
         batch_size: images per sampling batch (None: all at once). The default bounds the memory:
             2,350 SmallUNet images in one fp32 batch took 17.6 GB on an H200, more than a T4's 15 GB.
         save_dir: where the generated set is saved (``samples_<sampler>.npz``), so a metric can be
             recomputed without sampling again.
+        species, guidance: a conditional run's species per image and guidance weight.
     Returns:
-        the :func:`kid_fid` dict plus sampler, steps, eta, sampling seconds and device.
+        the :func:`kid_fid` dict plus sampler, sampling seconds, device and the ``samples`` (uint8).
     """
-    from .data.transforms import to_uint8_hwc
-    from .sampling import prepare_for_sampling, sample_many, standardized_range
-
-    device = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
+    if device != run.device:
+        run.model.to(device)
+        run.diffusion.to(device)
     num_samples = num_samples or len(real_uint8)
-    network = prepare_for_sampling(run.model, device, compile_network=compile_network)
-    low, high = standardized_range(run.mean.tolist(), run.std.tolist())
-    generator = torch.Generator(device=device).manual_seed(seed)
-    size = run.config.data.image_size
     started = time.perf_counter()
-    images = sample_many(network, run.diffusion, num_samples, (3, size, size), sampler=sampler, steps=steps,
-                         eta=eta, batch_size=batch_size, generator=generator, device=device,
-                         clip_range=(low.float().to(device), high.float().to(device)))
+    generated = run.sample(num_samples, sampler=sampler, steps=steps, eta=eta, seed=seed, batch_size=batch_size,
+                           species=species, guidance=guidance, compile_network=compile_network)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    generated = to_uint8_hwc(images, run.mean, run.std)
-    label = f"DDPM-{run.diffusion.num_steps}" if sampler == "ddpm" else f"DDIM-{steps}" + (
-        f" eta {eta}" if eta else "")
+    label = run.sampler_label(sampler, steps, eta, guidance if species is not None else None)
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(save_dir / f"samples_{label.replace(' ', '_')}.npz", images=generated)
-    scores = kid_fid(generated, real_uint8, weights=weights, device=device, cache_dir=cache_dir,
-                     real_cache_name=real_cache_name)
+    scores = kid_fid(generated, real_uint8, weights=weights, device=device, real_cache_name=real_cache_name)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return {"sampler": label, "sampling seconds": round(seconds, 2), "device": device_name, **scores,
             "samples": generated}
 
 
-def reference_rows(train_uint8: np.ndarray, test_uint8: np.ndarray, weights=None, device=None, cache_dir=None,
-                   cache_name: str | None = None) -> list[dict]:
-    """The rows that give the numbers meaning: the test split against itself (FID ~ 0) and the
-    train split against the test split (the data floor no model can beat by much)."""
-    rows = []
-    for name, first in (("test split vs itself", test_uint8), ("train split vs test split", train_uint8)):
-        scores = kid_fid(first, test_uint8, weights=weights, device=device, cache_dir=cache_dir,
-                         real_cache_name=cache_name)
-        rows.append({"network": name, "schedule": "", "sampler": "", **scores})
+def reference_rows(train_uint8: np.ndarray, test_uint8: np.ndarray, num_samples: int, weights=None, device=None,
+                   real_cache_name: str | None = None, seed: int = 0) -> list[dict]:
+    """The rows that give the model rows a scale, at the model rows' sample size N:
+
+    * ``train split vs test split``: N training images (a seeded subset) against the test split,
+      as a model row's N samples are: what real images of the same distribution score (the data
+      floor). A model can land below it by chance or by matching the test set's statistics.
+    * ``test split, half vs half``: two disjoint halves of the test split against each other: the
+      noise floor of the metric at that size (each half is N_test / 2, stated in the row).
+    """
+    rng = np.random.default_rng(seed)
+    count = min(num_samples, len(train_uint8))
+    floor = train_uint8[rng.choice(len(train_uint8), count, replace=False)]
+    order = rng.permutation(len(test_uint8))
+    half = len(test_uint8) // 2
+    rows = [{"network": "train split vs test split (data floor)", "schedule": "", "sampler": "",
+             **kid_fid(floor, test_uint8, weights=weights, device=device, real_cache_name=real_cache_name)},
+            {"network": "test split, half vs half (noise floor)", "schedule": "", "sampler": "",
+             **kid_fid(test_uint8[order[:half]], test_uint8[order[half:2 * half]], weights=weights, device=device)}]
     return rows

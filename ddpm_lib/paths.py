@@ -24,8 +24,18 @@ def run_dir(profile: str, name: str) -> Path:
     return RUNS_DIR / profile / name
 
 
+def _outputs(base: Path, profile: str, source: str) -> Path:
+    """One folder per profile, and synthetic-data outputs apart from real ones: ``base/<profile>/``
+    for real CUB, ``base/synthetic/<profile>/`` otherwise (so a demo never overwrites a real run's
+    outputs, and a colab run never mixes with a full run's)."""
+    return base / profile if source == "cub" else base / "synthetic" / profile
+
+
 def figures_dir(profile: str, source: str) -> Path:
-    """Where figures go: ``figures/`` for real CUB, ``figures/synthetic/<profile>/`` otherwise."""
-    if source == "cub":
-        return FIGURES_DIR
-    return FIGURES_DIR / "synthetic" / profile
+    """Where a profile's figures go: ``figures/<profile>/`` or ``figures/synthetic/<profile>/``."""
+    return _outputs(FIGURES_DIR, profile, source)
+
+
+def tables_dir(profile: str, source: str) -> Path:
+    """Where a profile's tables go: ``report/tables/<profile>/`` or ``report/tables/synthetic/<profile>/``."""
+    return _outputs(REPORT_DIR / "tables", profile, source)

@@ -1,30 +1,53 @@
-"""Running the six notebooks in order (papermill) and summarising what a run of them wrote.
+"""Running the notebooks in order (papermill) and summarising what a run of them wrote.
 
-``python -m ddpm_lib notebooks --profile demo`` executes ``notebooks/01..06`` with the profile
-injected into each notebook's ``parameters`` cell and writes the executed copies to
-``runs/<profile>/executed/``; ``make demo`` and ``make full`` then build the report.
+``python -m ddpm_lib notebooks --profile demo`` executes ``notebooks/01..07`` with the profile (and
+``PROGRESS = "lines"``: one plain line per logging step instead of a progress bar) injected into
+each notebook's ``parameters`` cell, and writes the executed copies to ``runs/<profile>/executed/``;
+``make demo`` and ``make full`` then build the report.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 import time
 from pathlib import Path
 
 from . import paths
 
-NOTEBOOKS = ("01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet", "05_ddim_cosine", "06_evaluation")
+NOTEBOOKS = ("01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet", "05_ddim_cosine", "06_evaluation",
+             "07_conditional")
 
 # Per-profile parameters that keep a run within its time budget (a 2-core CPU for "demo"). The small
-# U-Net trains for the profile's full length; its attention variant, the timing table and the
-# evaluation are cut down (the BaselineUNet's length is config.MODEL_STEPS).
+# U-Net trains for the profile's full length; its attention variant, the other schedule's run, the
+# timing table and the Inception scoring are cut down, and the conditional network is fine-tuned
+# from the small U-Net (the BaselineUNet's length is config.MODEL_STEPS).
 PROFILE_PARAMETERS = {
-    "demo": {  # what keeps `make demo` within ~13 minutes on 2 CPU cores
-        "04_small_unet": {"ATTENTION_STEPS": 300},
-        "05_ddim_cosine": {"NUM_TIMED": 12},
-        "06_evaluation": {"NUM_SAMPLES": 40, "REFERENCE_TRAIN": 60},
+    "demo": {  # what keeps `make demo` within 15 minutes on 2 CPU cores (the comparisons run shorter)
+        "04_small_unet": {"ATTENTION_STEPS": 200},
+        "05_ddim_cosine": {"NUM_TIMED": 12, "COMPARISON_STEPS": 300},
+        "06_evaluation": {"INCEPTION_SAMPLES": 40, "INCEPTION_ALL_SAMPLERS": False},
+        "07_conditional": {"FINE_TUNE_STEPS": 300},
     },
 }
+
+
+class _ProgressLines:
+    """Passes on only the training's progress lines (``step N/M ...``) of what the kernels print, so
+    the terminal shows one line per notebook and per logging step; everything else is in the executed
+    notebooks."""
+
+    def __init__(self, stream):
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> None:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.startswith("step "):
+                self.stream.write(f"      {line}\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def executed_dir(profile: str) -> Path:
@@ -35,20 +58,21 @@ def run_notebooks(profile: str, only: list[str] | None = None, progress: bool = 
     """Execute the notebooks in order under ``profile``; returns the executed copies' paths."""
     import papermill
 
-    os.environ["DDPM_TEXT_PROGRESS"] = "1"  # the kernels inherit it: training prints plain progress lines
     out_dir = executed_dir(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [n for n in NOTEBOOKS if not only or n in only]
     written, started = [], time.perf_counter()
     for index, name in enumerate(names, start=1):
-        parameters = {"PROFILE": profile, **PROFILE_PARAMETERS.get(profile, {}).get(name, {})}
+        parameters = {"PROFILE": profile, "PROGRESS": "lines", **PROFILE_PARAMETERS.get(profile, {}).get(name, {})}
         print(f"[{index}/{len(names)}] {name} (profile {profile}) ...", flush=True)
         notebook_started = time.perf_counter()
         output = out_dir / f"{name}.ipynb"
         papermill.execute_notebook(str(paths.REPO_ROOT / "notebooks" / f"{name}.ipynb"), str(output),
                                    parameters=parameters, kernel_name="python3", progress_bar=False,
-                                   log_output=progress,
-                                   cwd=str(paths.REPO_ROOT / "notebooks"))
+                                   log_output=False, stdout_file=_ProgressLines(sys.stdout) if progress else None,
+                                   cwd=str(paths.REPO_ROOT / "notebooks"),
+                                   # the local kernel's TCP-without-encryption warning is noise here
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
         print(f"      done in {time.perf_counter() - notebook_started:.0f} s -> {output}", flush=True)
         written.append(output)
     print(f"all notebooks done in {time.perf_counter() - started:.0f} s")
@@ -58,7 +82,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, progress: bool = 
 def summary(profile: str, source: str) -> str:
     """A one-screen account of what a run of the notebooks wrote, and where."""
     figures = paths.figures_dir(profile, source)
-    tables = paths.REPORT_DIR / "tables" / ("" if source == "cub" else f"synthetic/{profile}")
+    tables = paths.tables_dir(profile, source)
     runs = paths.RUNS_DIR / profile
     pdf = paths.REPORT_DIR / "main.pdf"
     lines = [f"=== what the {profile} run wrote ({'real CUB' if source == 'cub' else 'synthetic data'}) ==="]
@@ -68,6 +92,10 @@ def summary(profile: str, source: str) -> str:
     lines.append(f"tables ({len(list(tables.glob('*.tex')))} LaTeX + CSV): {tables}")
     trained = sorted(p.name for p in runs.iterdir() if (p / "checkpoints").is_dir()) if runs.is_dir() else []
     lines.append(f"trained runs: {', '.join(trained) or 'none'} in {runs}")
+    logged = sorted(runs.glob("*/wandb/*run-*")) if runs.is_dir() else []
+    if logged:
+        lines.append(f"Weights & Biases: {len(logged)} local run folder(s) under {runs}/<run>/wandb/ "
+                     "(`wandb sync <folder>` uploads an offline one)")
     lines.append(f"data cache: {paths.PROCESSED_DIR}")
     lines.append(f"report: {pdf}" if pdf.exists() else "report: not built (install TeX: see README)")
     return "\n".join(lines)

@@ -1,14 +1,18 @@
-"""Saving figures and tables for the report, each stamped with the profile and data source.
+"""Saving figures and tables for the report, each stamped with where it came from.
 
-Real-data (CUB) outputs go to ``figures/`` and ``report/tables/``; synthetic-data outputs go under
-``figures/synthetic/<profile>/`` and ``report/tables/synthetic/<profile>/``, so a demo or CI run
-never overwrites what a real run wrote. Every saved path is remembered, so a notebook's last cell
-can list what it wrote (:func:`written_files`).
+Every output goes to its profile's own folder (``paths.figures_dir`` / ``paths.tables_dir``: real
+CUB under ``figures/<profile>/``, synthetic data under ``figures/synthetic/<profile>/``), so no run
+overwrites another profile's, and carries a visible stamp: profile, data, commit and date (under a
+figure, beneath a table). Every saved path is remembered, so a notebook's last cell can list what it
+wrote (:func:`written_files`).
 """
 
 from __future__ import annotations
 
 import csv
+import subprocess
+import time
+from functools import lru_cache
 from pathlib import Path
 
 from . import paths
@@ -21,9 +25,26 @@ def data_label(source: str) -> str:
     return "real CUB-200-2011" if source == "cub" else "synthetic CUB-format replica (not real birds)"
 
 
+@lru_cache(maxsize=1)
+def commit() -> str:
+    """The repository's commit (``abc1234``, with ``+changes`` when the working tree differs), or
+    ``unknown`` outside a git checkout."""
+    try:
+        run = lambda *args: subprocess.run(["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True,  # noqa: E731
+                                           timeout=10)
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def stamp(config) -> str:
-    """``"profile: demo | data: synthetic CUB-format replica (not real birds)"``."""
-    return f"profile: {config.profile} | data: {data_label(config.data.source)}"
+    """``"profile: demo | data: synthetic CUB-format replica (not real birds) | commit 1a2b3c4 | 2026-11-26"``."""
+    return (f"profile: {config.profile} | data: {data_label(config.data.source)} | commit {commit()} | "
+            f"{time.strftime('%Y-%m-%d')}")
 
 
 def _remember(path: Path) -> Path:
@@ -32,15 +53,23 @@ def _remember(path: Path) -> Path:
     return path
 
 
+def figures_dir(config) -> Path:
+    return paths.figures_dir(config.profile, config.data.source)
+
+
+def tables_dir(config) -> Path:
+    return paths.tables_dir(config.profile, config.data.source)
+
+
 def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save a matplotlib figure as ``<figures dir>/<name>.<fmt>`` with the stamp in its lower corner.
+    """Save a matplotlib figure as ``<figures dir>/<name>.<fmt>`` with the stamp below it.
 
     Args:
         fig: the figure.
         name: file stem, e.g. ``"fig1_dataset_samples"``.
         config: the run's ``Config`` (its profile and data source choose the folder and the stamp).
     """
-    folder = paths.figures_dir(config.profile, config.data.source)
+    folder = figures_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     # below the figure's bottom edge (the tight bounding box grows to hold it): never over a label
     fig.text(0.995, 0.0, stamp(config), ha="right", va="top", fontsize=6, color="0.4")
@@ -52,14 +81,37 @@ def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf"
     return written
 
 
-def tables_dir(config) -> Path:
-    """``report/tables/`` for real data, ``report/tables/synthetic/<profile>/`` otherwise."""
-    base = paths.REPORT_DIR / "tables"
-    return base if config.data.source == "cub" else base / "synthetic" / config.profile
+def _tex_escape(text: str) -> str:
+    return str(text).replace("\\", "/").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace(
+        "#", r"\#").replace("~", r"\textasciitilde{}")
+
+
+def format_value(value) -> str:
+    """A table cell as people read it: ``--`` for nothing, 4 significant digits for floats, thousands
+    separators for large integers."""
+    if value is None or value == "":
+        return "--" if value is None else ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def text_table(rows: list[dict]) -> str:
+    """Rows as plain aligned text, for notebooks (no raw dicts, no reprs)."""
+    columns = list(rows[0])
+    cells = [[format_value(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(str(c)), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(str(v).ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line("-" * w for w in widths), *(line(r) for r in cells)])
 
 
 def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[Path]:
-    """Write ``rows`` (dicts with the same keys) as CSV and as a booktabs LaTeX table."""
+    """Write ``rows`` (dicts with the same keys) as CSV and as a booktabs LaTeX table with the stamp
+    printed beneath it (the .tex is one box, so ``\\resizebox`` can scale it whole)."""
     if not rows:
         raise ValueError(f"table {name!r} has no rows")
     folder = tables_dir(config)
@@ -70,17 +122,12 @@ def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[P
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-
-    def cell(value) -> str:
-        if value is None:
-            return "--"
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-
-    lines = [r"\begin{tabular}{" + "l" * len(columns) + "}", r"\toprule",
-             " & ".join(cell(c) for c in columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(row[c]) for c in columns) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", f"% {caption} ({stamp(config)})".rstrip()]
+    lines = [f"% {caption} -- written by ddpm_lib.reporting; do not edit".replace("\n", " "),
+             r"\begin{tabular}{@{}c@{}}", r"\begin{tabular}{" + "l" * len(columns) + "}", r"\toprule",
+             " & ".join(_tex_escape(c) for c in columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(_tex_escape(format_value(row.get(c))) for c in columns) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}\\[2pt]",
+              r"{\tiny\color{gray}" + _tex_escape(stamp(config)) + "}", r"\end{tabular}"]
     tex_path = folder / f"{name}.tex"
     tex_path.write_text("\n".join(lines) + "\n")
     return [_remember(csv_path), _remember(tex_path)]
@@ -91,34 +138,30 @@ def written_files() -> list[Path]:
     return list(_WRITTEN)
 
 
-def _tex_escape(text: str) -> str:
-    return str(text).replace("\\", "/").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-
-
 def write_report_inputs(config, numbers: dict) -> Path:
     """Point the LaTeX report at this profile's figures and tables, and give it its numbers.
 
     Writes ``report/generated/<profile>/settings.tex`` (``\\ProfileName``, ``\\DataSource``,
-    ``\\FigDir``, ``\\TableDir``, ``\\ifSynthetic`` and one macro per entry of ``numbers``, e.g.
-    ``{"BestFID": "12.3"}`` -> ``\\BestFID``) and ``report/generated/active.tex``, which the report
-    reads first. Returns the settings file.
+    ``\\FigDir``, ``\\TableDir``, ``\\Stamp``, ``\\ifSynthetic`` and one macro per entry of
+    ``numbers``, e.g. ``{"BestFID": "12.3"}`` -> ``\\BestFID``) and ``report/generated/active.tex``,
+    which the report reads first. Returns the settings file.
     """
     folder = paths.REPORT_DIR / "generated" / config.profile
     folder.mkdir(parents=True, exist_ok=True)
-    figures = paths.figures_dir(config.profile, config.data.source)
     lines = [
         f"% written by ddpm_lib.reporting for profile {config.profile}; do not edit",
         rf"\newcommand{{\ProfileName}}{{{_tex_escape(config.profile)}}}",
         rf"\newcommand{{\DataSource}}{{{_tex_escape(data_label(config.data.source))}}}",
-        rf"\newcommand{{\FigDir}}{{{Path('..') / figures.relative_to(paths.REPO_ROOT)}}}",
+        rf"\newcommand{{\FigDir}}{{{Path('..') / figures_dir(config).relative_to(paths.REPO_ROOT)}}}",
         rf"\newcommand{{\TableDir}}{{{tables_dir(config).relative_to(paths.REPORT_DIR)}}}",
+        rf"\newcommand{{\Stamp}}{{{_tex_escape(stamp(config))}}}",
         r"\newif\ifSynthetic",
         r"\Synthetictrue" if config.data.source != "cub" else r"\Syntheticfalse",
     ]
-    for name, value in numbers.items():
-        if not name.isalpha():
-            raise ValueError(f"report macro names must be letters only, got {name!r}")
-        lines.append(rf"\newcommand{{\{name}}}{{{_tex_escape(value)}}}")
+    for key, value in numbers.items():
+        if not key.isalpha():
+            raise ValueError(f"report macro names must be letters only, got {key!r}")
+        lines.append(rf"\newcommand{{\{key}}}{{{_tex_escape(value)}}}")
     settings = folder / "settings.tex"
     settings.write_text("\n".join(lines) + "\n")
     (paths.REPORT_DIR / "generated" / "active.tex").write_text(

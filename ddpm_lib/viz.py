@@ -82,13 +82,6 @@ def png_bytes(image_uint8: np.ndarray, scale: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def to_uint8_images(images, mean, std) -> np.ndarray:
-    """Standardized float images (N, C, H, W) -> uint8 (N, H, W, C), clipped to the pixel range."""
-    from .data.transforms import to_uint8_hwc
-
-    return to_uint8_hwc(images, mean, std)
-
-
 def _image_widget(png: bytes):
     """An ipywidgets.Image sized to its picture (so a flex box does not stretch it)."""
     import io
@@ -151,6 +144,8 @@ class ForwardExplorer:
     def __init__(self, images, schedules: dict, mean, std, stride: int = 10, seed: int = 0, scale: int = 3):
         import torch
 
+        from .transforms import to_uint8_hwc
+
         images = torch.as_tensor(images).double()
         num_steps = {s.num_steps for s in schedules.values()}
         if len(num_steps) != 1:
@@ -167,7 +162,7 @@ class ForwardExplorer:
             weights = abar[self.times].reshape(-1, 1, 1, 1)
             for index in range(images.shape[0]):
                 x_t = weights.sqrt() * images[index] + (1 - weights).sqrt() * noise[index]  # (frames, C, H, W)
-                pixels = to_uint8_images(x_t, mean, std)
+                pixels = to_uint8_hwc(x_t, mean, std)
                 self.frames[(name, index)] = [png_bytes(p, scale) for p in pixels]
             self.curves[name] = abar.numpy()
         self.plot = _CurveWithMarker(np.arange(self.num_steps + 1), self.curves, "alphas_cumprod")
@@ -222,11 +217,13 @@ class BackwardExplorer:
     """
 
     def __init__(self, trajectories: dict, mean, std, sample: int = 0, scale: int = 3):
+        from .transforms import to_uint8_hwc
+
         self.timesteps = {name: list(tr.timesteps) for name, tr in trajectories.items()}
         self.frames = {}
         for name, trajectory in trajectories.items():
-            x_t = to_uint8_images(trajectory.x_t[:, sample], mean, std)
-            x0 = to_uint8_images(trajectory.pred_x0[:, sample], mean, std)
+            x_t = to_uint8_hwc(trajectory.x_t[:, sample], mean, std)
+            x0 = to_uint8_hwc(trajectory.pred_x0[:, sample], mean, std)
             self.frames[name] = ([png_bytes(p, scale) for p in x_t], [png_bytes(p, scale) for p in x0])
         self._build(list(trajectories))
 
@@ -257,6 +254,56 @@ class BackwardExplorer:
         self.x0.value = self.frames[name][1][step]
         total = len(self.timesteps[name])
         self.label.value = f"{name}: sampling step {step + 1} of {total}, t = {self.timesteps[name][step]}"
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class GuidanceExplorer:
+    """A species dropdown and a guidance slider over precomputed samples of a conditional run.
+
+    Args:
+        frames: {(species index, w): uint8 images (K, H, W, 3)}: the same start noise for every
+            species and w, so moving the slider shows what guidance alone changes.
+        species_names: names in species-index order.
+        scale: on-screen enlargement.
+    """
+
+    def __init__(self, frames: dict, species_names: list[str], scale: int = 2):
+        self.species = sorted({key[0] for key in frames})
+        self.weights = sorted({key[1] for key in frames})
+        self.names = species_names
+        self.frames = {key: png_bytes(self._row(images), scale) for key, images in frames.items()}
+        self._build()
+
+    @staticmethod
+    def _row(images) -> np.ndarray:
+        images = np.asarray(images)
+        return np.concatenate(list(images), axis=1)  # (H, K * W, 3)
+
+    def _build(self) -> None:
+        import ipywidgets as widgets
+
+        self.choice = widgets.Dropdown(options=[(self.names[i].replace("_", " "), i) for i in self.species],
+                                       value=self.species[0], description="species")
+        self.slider = widgets.SelectionSlider(options=[f"{w:g}" for w in self.weights],
+                                              value=f"{self.weights[0]:g}", description="guidance w",
+                                              continuous_update=True)
+        first = self.frames[(self.species[0], self.weights[0])]
+        self.image = _image_widget(first)
+        self.label = widgets.Label()
+        for control in (self.choice, self.slider):
+            control.observe(self._update, names="value")
+        self._update()
+        self.widget = widgets.VBox([widgets.HBox([self.choice, self.slider]), self.image, self.label])
+
+    def _update(self, change=None) -> None:
+        w = float(self.slider.value)
+        self.image.value = self.frames[(self.choice.value, w)]
+        self.label.value = (f"{self.names[self.choice.value].replace('_', ' ')}, w = {w:g} "
+                            f"({'unconditional' if w == 0 else 'plain conditional' if w == 1 else 'guided'})")
 
     def _ipython_display_(self):
         from IPython.display import display

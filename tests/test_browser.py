@@ -1,7 +1,8 @@
-"""The forward explorer in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by
-Playwright (Debian's chromium, no browser download). Moving the slider must change the image.
+"""The explorers in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by Playwright
+(Debian's chromium, no browser download). Moving the forward explorer's slider, or the guidance
+explorer's, must change the image.
 
-A screenshot is saved to ``test-artifacts/explorer.png`` (or ``$DDPM_TEST_ARTIFACTS``). Skipped
+Screenshots are saved to ``test-artifacts/<notebook>.png`` (or ``$DDPM_TEST_ARTIFACTS``). Skipped
 where Chromium or Playwright is missing, except in CI (``CI=true``), where that is a failure.
 """
 
@@ -51,6 +52,14 @@ NOTEBOOK_CELLS = [
     "explorer = ForwardExplorer(images, schedules, [0.5] * 3, [0.25] * 3, stride=50)\n"
     "explorer",
 ]
+GUIDANCE_CELLS = [
+    "import numpy as np\n"
+    "from ddpm_lib.viz import GuidanceExplorer",
+    "rng = np.random.default_rng(0)\n"
+    "frames = {(s, w): rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8) for s in (0, 1) for w in (0.0, 1.0, 3.0)}\n"
+    "explorer = GuidanceExplorer(frames, ['Azure_Finch', 'Crimson_Warbler'])\n"
+    "explorer",
+]
 
 
 def _free_port() -> int:
@@ -63,9 +72,10 @@ def _free_port() -> int:
 def jupyterlab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a notebook that shows the forward explorer."""
     root = tmp_path_factory.mktemp("lab")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in NOTEBOOK_CELLS])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, root / "explorer.ipynb")
+    for name, cells in (("explorer", NOTEBOOK_CELLS), ("guidance", GUIDANCE_CELLS)):
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, root / f"{name}.ipynb")
     settings = root / ".settings"
     for plugin, values in (("@jupyterlab/apputils-extension/notification", {"fetchNews": "false"}),
                            ("@jupyterlab/docmanager-extension/plugin", {"autosave": False})):
@@ -99,7 +109,8 @@ def jupyterlab(tmp_path_factory):
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def test_moving_the_forward_slider_changes_the_image(jupyterlab):
+@pytest.mark.parametrize("notebook", ["explorer", "guidance"])
+def test_moving_the_slider_changes_the_image(jupyterlab, notebook):
     from playwright.sync_api import sync_playwright
 
     url, token = jupyterlab
@@ -108,7 +119,7 @@ def test_moving_the_forward_slider_changes_the_image(jupyterlab):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/tree/explorer.ipynb?token={token}")
+            page.goto(f"{url}/lab/tree/{notebook}.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook", timeout=90_000)
             page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=90_000)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -124,7 +135,7 @@ def test_moving_the_forward_slider_changes_the_image(jupyterlab):
                                    arg=before, timeout=30_000)
             after = image.get_attribute("src")
             page.wait_for_timeout(300)
-            page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"{notebook}.png"), full_page=True)
         finally:
             browser.close()
     assert after != before and after.startswith(("blob:", "data:image"))

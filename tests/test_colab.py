@@ -108,6 +108,20 @@ def test_drive_links_put_runs_cache_and_archive_on_drive_and_are_idempotent(tmp_
     assert (repo / "data" / "raw" / "CUB_200_2011.tgz").read_bytes() == b"archive downloaded before Drive was mounted"
 
 
+def test_a_link_to_a_folder_deleted_on_drive_gets_its_folder_back_and_no_drive_means_no_links(tmp_path):
+    import shutil
+
+    repo, drive = tmp_path / "repo", tmp_path / "drive" / "MyDrive" / "ddpm-cub"
+    colab.link_to_drive(repo, drive)
+    shutil.rmtree(drive / "runs")  # deleted on Drive between two sessions
+    colab.link_to_drive(repo, drive)
+    (repo / "runs" / "colab").mkdir(parents=True)  # would be FileExistsError through a dangling link
+    assert (drive / "runs" / "colab").is_dir()
+    removed = colab.unlink_drive(repo)  # Drive not mounted this time: the notebooks write into the runtime
+    assert sorted(p.name for p in removed) == ["CUB_200_2011.tgz", "processed", "runs"]
+    assert not (repo / "runs").is_symlink() and (drive / "runs" / "colab").is_dir()  # nothing on Drive lost
+
+
 def test_a_folder_with_files_is_never_replaced_by_a_drive_link(tmp_path):
     repo = tmp_path / "repo"
     (repo / "runs" / "colab").mkdir(parents=True)

@@ -85,9 +85,52 @@ def test_evaluate_command_scores_a_trained_run(sets, tmp_path, monkeypatch, caps
                  "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{"):])
-    assert result["sampler"] == "DDIM-5" and result["n_generated"] == result["n_real"] == 10  # the test split
+    from ddpm_lib.data.cub import load_cache
+
+    test_size = load_cache(next((tmp_path / "processed").glob("*.npz"))).manifest["counts"]["test_random"]
+    assert result["sampler"] == "DDIM-5" and result["n_generated"] == result["n_real"] == test_size  # the test split
     assert result["weights"] == STANDIN_LABEL and result["FID"] > 0
     evaluation = tmp_path / "runs" / "smoke" / "tiny" / "evaluation"
     saved = np.load(evaluation / "samples_DDIM-5.npz")["images"]
-    assert saved.shape == (10, 32, 32, 3) and saved.dtype == np.uint8  # kept for recomputing metrics
+    assert saved.shape == (test_size, 32, 32, 3) and saved.dtype == np.uint8  # kept for recomputing metrics
     assert len((evaluation / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_feature_caches_follow_the_data_cache_and_the_resolved_weights(sets, tmp_path, monkeypatch):
+    """Another crop, or other weights through $DDPM_INCEPTION_WEIGHTS, never reuse stale features."""
+    from ddpm_lib.data.cub import PreprocessOptions, cache_path
+    from ddpm_lib.metrics import features_cache_dir, real_cache_name
+
+    birds, noise, weights_a = sets
+    monkeypatch.setattr("ddpm_lib.paths.PROCESSED_DIR", tmp_path)
+    bbox = cache_path(tmp_path, PreprocessOptions(crop="bbox"), "abc", "cub")
+    square = cache_path(tmp_path, PreprocessOptions(crop="square"), "abc", "cub")
+    assert real_cache_name(bbox, "random") != real_cache_name(square, "random")
+    assert real_cache_name(bbox, "random") != real_cache_name(bbox, "official")
+    # the real set's features under one name, then "another crop": other images, so another name
+    first = kid_fid(noise[:12], birds[:12], weights=weights_a, device="cpu",
+                    real_cache_name=real_cache_name(bbox, "random"))
+    changed = kid_fid(noise[:12], birds[12:], weights=weights_a, device="cpu",
+                      real_cache_name=real_cache_name(square, "random"))
+    fresh = kid_fid(noise[:12], birds[12:], weights=weights_a, device="cpu")
+    assert changed["FID"] == pytest.approx(fresh["FID"]) and changed["FID"] != pytest.approx(first["FID"])
+    # other weights given through the environment: their own cache folder, their own numbers
+    weights_b = write_standin_weights(tmp_path / "b.pth", birds[12:], seed=1)
+    monkeypatch.setenv("DDPM_INCEPTION_WEIGHTS", str(weights_b))
+    cached_b = kid_fid(noise[:12], birds[:12], device="cpu", real_cache_name=real_cache_name(bbox, "random"))
+    plain_b = kid_fid(noise[:12], birds[:12], device="cpu")
+    assert cached_b["FID"] == pytest.approx(plain_b["FID"]) and cached_b["FID"] != pytest.approx(first["FID"])
+    assert features_cache_dir(str(weights_a)) != features_cache_dir(str(weights_b)) != features_cache_dir(None)
+
+
+def test_reference_rows_are_scored_at_the_model_rows_sample_size(sets):
+    from ddpm_lib.metrics import reference_rows
+
+    birds, noise, weights = sets
+    rows = reference_rows(train_uint8=np.concatenate([birds, noise]), test_uint8=birds[:16], num_samples=10,
+                          weights=weights, device="cpu")
+    floor, halves = rows
+    assert floor["n_generated"] == 10 and floor["n_real"] == 16  # as a model row with 10 samples
+    assert halves["n_generated"] == halves["n_real"] == 8  # two disjoint halves of the test split
+    assert "data floor" in floor["network"] and "half vs half" in halves["network"]
+    assert not any("itself" in row["network"] for row in rows)

@@ -16,7 +16,8 @@ from PIL import Image
 from ddpm_lib.diffusion import GaussianDiffusion
 from ddpm_lib.sampling import ddim_sample, ddpm_sample
 from ddpm_lib.schedules import get_named_schedule
-from ddpm_lib.viz import BackwardExplorer, ForwardExplorer, to_uint8_images
+from ddpm_lib.transforms import to_uint8_hwc
+from ddpm_lib.viz import BackwardExplorer, ForwardExplorer
 
 from conftest import gaussian_oracle
 
@@ -52,7 +53,7 @@ def test_forward_slider_shows_q_sample_at_t(forward, name, t):
     else:
         diffusion = GaussianDiffusion(schedules[name])
         expected = diffusion.q_sample(x0, torch.tensor([t - 1]), noise[1:2])
-    pixels = to_uint8_images(expected, MEAN, STD)[0].astype(int)
+    pixels = to_uint8_hwc(expected, MEAN, STD)[0].astype(int)
     assert np.abs(decode(explorer.image.value, 2).astype(int) - pixels).max() <= 1
     assert f"t = {t}:" in explorer.label.value
 
@@ -82,8 +83,8 @@ def test_backward_slider_shows_the_stored_trajectory():
         assert explorer.slider.max == len(trajectories[name].timesteps) - 1
         for step in (0, 4, explorer.slider.max):
             explorer.slider.value = step
-            expected_x_t = to_uint8_images(trajectories[name].x_t[step, 1:2], MEAN, STD)[0]
-            expected_x0 = to_uint8_images(trajectories[name].pred_x0[step, 1:2], MEAN, STD)[0]
+            expected_x_t = to_uint8_hwc(trajectories[name].x_t[step, 1:2], MEAN, STD)[0]
+            expected_x0 = to_uint8_hwc(trajectories[name].pred_x0[step, 1:2], MEAN, STD)[0]
             assert np.array_equal(decode(explorer.x_t.value, 1), expected_x_t)
             assert np.array_equal(decode(explorer.x0.value, 1), expected_x0)
             assert f"t = {trajectories[name].timesteps[step]}" in explorer.label.value
@@ -91,6 +92,20 @@ def test_backward_slider_shows_the_stored_trajectory():
 
 def test_the_installed_ipywidgets_is_a_supported_major():
     assert ipywidgets.__version__.split(".")[0] in ("7", "8")
+
+
+def test_the_guidance_explorer_shows_the_precomputed_samples_for_each_species_and_w():
+    from ddpm_lib.viz import GuidanceExplorer
+
+    rng = np.random.default_rng(0)
+    frames = {(s, w): rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8) for s in (0, 2) for w in (0.0, 1.0, 3.0)}
+    explorer = GuidanceExplorer(frames, ["Azure_Finch", "Crimson_Warbler", "Golden_Tanager"], scale=2)
+    assert [option[0] for option in explorer.choice.options] == ["Azure Finch", "Golden Tanager"]
+    for species, w in ((2, 3.0), (0, 1.0), (2, 0.0)):
+        explorer.choice.value, explorer.slider.value = species, f"{w:g}"
+        shown = decode(explorer.image.value, 2)
+        assert np.array_equal(shown, np.concatenate(list(frames[(species, w)]), axis=1))
+    assert "unconditional" in explorer.label.value and "Golden Tanager" in explorer.label.value
 
 
 @pytest.mark.skipif(not IPYWIDGETS7.is_dir(), reason="ipywidgets 7.7.1 not installed in .cache/ipywidgets7 "

@@ -1,0 +1,44 @@
+"""Figures and tables: one folder per profile, real data too, and a visible stamp on each."""
+
+import pytest
+
+from ddpm_lib import paths, reporting
+from ddpm_lib.config import get_profile
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "figures")
+    monkeypatch.setattr(paths, "REPORT_DIR", tmp_path / "report")
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_each_profile_writes_its_own_folder_real_data_too(folders):
+    colab, full, demo = get_profile("colab"), get_profile("full"), get_profile("demo")
+    for config in (colab, full, demo):
+        reporting.save_table([{"a": 1.23456, "b": None}], "table2_results", config, caption="results")
+    assert (folders / "report" / "tables" / "colab" / "table2_results.tex").exists()
+    assert (folders / "report" / "tables" / "full" / "table2_results.tex").exists()
+    assert (folders / "report" / "tables" / "synthetic" / "demo" / "table2_results.tex").exists()
+    figures = {paths.figures_dir(p, s) for p, s in (("colab", "cub"), ("full", "cub"), ("full", "synthetic"))}
+    assert len(figures) == 3
+    reporting.write_report_inputs(colab, {"BestRun": "x"})
+    settings = (folders / "report" / "generated" / "colab" / "settings.tex").read_text()
+    assert r"\TableDir}{tables/colab}" in settings and r"\FigDir}{../figures/colab}" in settings
+    assert not (folders / "report" / "generated" / "full").exists()  # full's inputs untouched
+
+
+def test_every_table_carries_a_visible_stamp_with_profile_commit_and_date(folders):
+    config = get_profile("full")
+    tex = reporting.save_table([{"network": "small_unet", "FID": 12.3456}], "t", config)[1].read_text()
+    stamp_line = next(line for line in tex.splitlines() if "color{gray}" in line)
+    assert not stamp_line.startswith("%")  # printed, not a comment
+    assert "profile: full" in stamp_line and "commit" in stamp_line and "real CUB-200-2011" in stamp_line
+    assert "12.35" in tex and r"\toprule" in tex
+
+
+def test_tables_in_notebooks_are_plain_text_without_reprs():
+    text = reporting.text_table([{"run": "a", "FID": 1.234567, "n": 12_000, "ok": True, "none": None}])
+    assert "1.235" in text and "12,000" in text and "yes" in text and "np.float64" not in text
+    assert text.splitlines()[1].startswith("---")
