@@ -1,17 +1,36 @@
-"""``python -m ddpm_lib bench train``: images per second of the training step, per network and batch.
+"""``python -m ddpm_lib bench train | sample``: training throughput and sampling time, with the
+numbers a performance engineer asks for.
 
-For each network and batch size, in one run: a plain eager fp32 loop (AdamW, no tricks) beside the
-engine's step (``train.Trainer``: bf16 autocast where supported, channels_last, the whole step in a
-CUDA graph) and the engine with the network compiled by ``torch.compile`` (CUDA only), plus FLOPs
-per image (forward + backward, counted by ``torch.utils.flop_counter``) and peak GPU memory.
-Optionally denoising-diffusion-pytorch's ``Unet(dim=64, dim_mults=(1, 2, 4, 8))`` as an outside
-reference, when that package is importable. Prints a table and writes JSON.
+``bench train``: images per second of the *full* training step (batch drawing, flips,
+standardization, forward, backward, AdamW, EMA: ``train.Trainer``) for every network in every mode:
+
+| mode | what |
+|---|---|
+| ``eager`` | the engine's step in the device's precision (bf16 on Ampere and newer), channels_last |
+| ``graph`` | the same step captured once in a CUDA graph and replayed |
+| ``compile`` | eager, with the network compiled by ``torch.compile`` |
+| ``graph+compile`` | both (the default on CUDA) |
+
+The same engine runs the peer networks (``denoising-diffusion-pytorch``'s ``Unet(64, (1, 2, 4, 8))``
+and ``diffusers``' ``UNet2DModel`` at the DDPM CIFAR-10 configuration, when installed), so every
+ratio compares like with like, each network's best with each network's best. Each case is timed
+over ``repeats`` windows of ``window`` seconds after warm-up (median, min, max), with GFLOP per image
+(forward + backward, ``torch.utils.flop_counter``), achieved TFLOP/s against the card's peak, peak
+memory, the TF32 settings and the GPU's clocks, power and temperature.
+
+``bench sample``: seconds to draw N images exactly as ``evaluate`` draws them (``Run.sample``:
+batches of 256, x0 clipping, the device's precision, uint8 conversion included) for DDIM-50,
+DPM-Solver++-20 and guided DDIM-50 (a conditional SmallUNet, w = 3), plain and compiled, and DDPM-T.
+``bench evaluate``: seconds for what ``python -m ddpm_lib evaluate`` does on N samples (sampling,
+Inception, KID / FID; a stand-in Inception, labelled). ``bench fit``: the wall time of a whole
+``Trainer.fit`` with the study's settings. All print one JSON line per case and write a JSON file.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -19,238 +38,442 @@ import torch
 from torch import nn
 
 from .build import build_diffusion
-from .config import get_profile
+from .config import Config, get_profile
+from .device import compile_supported, resolve_device
+from .device import name as device_name_of
 from .models import BaselineUNet, SmallUNet, count_parameters
 from .train import Trainer
 
+MODES = ("eager", "graph", "compile", "graph+compile")
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, for "achieved / peak".
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}
 
-def reference_unet() -> nn.Module:
+
+class _PeerAdapter(nn.Module):
+    """A peer network as the engine calls networks: ``model(x_t, t) -> tensor``."""
+
+    conditioning = "timestep"
+
+    def __init__(self, network: nn.Module, field: str | None = None):
+        super().__init__()
+        self.network, self.field = network, field
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.network(x, t)
+        return getattr(out, self.field) if self.field else out
+
+
+def ddpm_pytorch_unet() -> nn.Module:
     """denoising-diffusion-pytorch's ``Unet(dim=64, dim_mults=(1, 2, 4, 8))`` (35.7M parameters)."""
     from denoising_diffusion_pytorch import Unet
 
-    return Unet(dim=64, dim_mults=(1, 2, 4, 8))
+    return _PeerAdapter(Unet(dim=64, dim_mults=(1, 2, 4, 8)))
+
+
+def diffusers_unet() -> nn.Module:
+    """diffusers' ``UNet2DModel`` at the DDPM CIFAR-10 configuration (google/ddpm-cifar10-32: widths
+    128, 256, 256, 256, two layers per block, attention at the second level), for 64x64 images."""
+    from diffusers import UNet2DModel
+
+    return _PeerAdapter(UNet2DModel(
+        sample_size=64, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")), field="sample")
 
 
 NETWORKS = {
     "SmallUNet": lambda: SmallUNet(),
     "SmallUNet+attention": lambda: SmallUNet(attention=True),
+    "SmallUNet conditional (200 species)": lambda: SmallUNet(num_classes=200),
     "BaselineUNet": lambda: BaselineUNet(),
-    "ddpm-pytorch Unet(64,(1,2,4,8))": reference_unet,
+    "ddpm-pytorch Unet(64,(1,2,4,8))": ddpm_pytorch_unet,
+    "diffusers UNet2DModel (DDPM CIFAR-10 config)": diffusers_unet,
 }
+PEER_PACKAGES = {"ddpm-pytorch Unet(64,(1,2,4,8))": "denoising_diffusion_pytorch",
+                 "diffusers UNet2DModel (DDPM CIFAR-10 config)": "diffusers"}
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return device_name_of(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def flops_per_image(model: nn.Module, diffusion, device: torch.device, size: int) -> float | None:
+def environment(device: torch.device) -> dict:
+    """What shapes the numbers: card, driver, torch, TF32 flags, and the GPU's state now."""
+    info = {"device": device_name(device), "torch": torch.__version__,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if device.type == "cuda":
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        info["cuda"] = torch.version.cuda
+        info.update(gpu_state(device))
+    return info
+
+
+def gpu_state(device: torch.device) -> dict:
+    """Clocks (MHz), power (W), temperature (C) and driver through NVML; {} where unavailable."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        return {"driver": pynvml.nvmlSystemGetDriverVersion(),
+                "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "memory_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+                "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+                "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)}
+    except Exception:  # no NVML here (a CPU, a virtualised GPU)
+        return {}
+
+
+def peak_tflops(name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def flops_per_image(model: nn.Module, diffusion, device: torch.device, size: int, labels: bool = False) -> float | None:
     """Forward + backward FLOPs of one training example (matmuls and convolutions)."""
     try:
         from torch.utils.flop_counter import FlopCounterMode
 
         x0 = torch.randn(2, 3, size, size, device=device)
+        extra = {"labels": torch.zeros(2, dtype=torch.long, device=device)} if labels else {}
         counter = FlopCounterMode(display=False)
         with counter:
-            diffusion.training_loss(model, x0).backward()
+            diffusion.training_loss(model, x0, **extra).backward()
         model.zero_grad(set_to_none=True)
         return counter.get_total_flops() / 2
     except Exception:  # a network with an operator the counter does not know
         return None
 
 
-def _timed(step, device: torch.device, seconds: float, warmup: int) -> tuple[float, int]:
-    for _ in range(warmup):
-        step()
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    count, started = 0, time.perf_counter()
-    while True:
-        for _ in range(10):
-            step()
-        count += 10
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds:
-            return elapsed, count
 
 
-def bench_plain(model, diffusion, images_uint8, batch_size, device, seconds, precision="fp32"):
-    """A plain eager loop: AdamW, the given precision, contiguous tensors, no graph."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    data = images_uint8.to(device).float() / 127.5 - 1
-    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+def timed_windows(step, device: torch.device, window: float, repeats: int, warmup: int = 3) -> list[float]:
+    """Steps per second in each of ``repeats`` windows of at least ``window`` seconds."""
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(repeats):
+        _sync(device)
+        count, started = 0, time.perf_counter()
+        while True:
+            for _ in range(5):
+                step()
+            count += 5
+            _sync(device)
+            elapsed = time.perf_counter() - started
+            if elapsed >= window:
+                rates.append(count / elapsed)
+                break
+    return rates
 
-    def step():
-        index = torch.randint(0, data.shape[0], (batch_size,), device=device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = diffusion.training_loss(model, data[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
-    elapsed, count = _timed(step, device, seconds, warmup=5)
-    return count * batch_size / elapsed
-
-
-def bench_engine(model, diffusion, images_uint8, batch_size, device, seconds, compile_network=False):
-    """The engine's step: ``Trainer.train_step`` (precision, channels_last and graph as configured)."""
+def engine_config(batch_size: int, mode: str, num_classes: int | None = None) -> Config:
     config = get_profile("full")
     config.train.batch_size, config.train.wandb = batch_size, "disabled"
-    config.train.compile = compile_network
+    config.train.cuda_graph = "graph" in mode
+    config.train.compile = "compile" in mode
+    config.model.num_classes = num_classes
+    return config
+
+
+def bench_engine(model, diffusion, images_uint8, batch_size, device, seconds=2.0, compile_network=False,
+                 cuda_graph=True, repeats: int = 1, num_classes: int | None = None) -> tuple[float, str, bool]:
+    """The engine's step (``Trainer.train_step``); returns (median images/s, precision, graph used)."""
+    mode = ("graph" if cuda_graph else "eager") + ("+compile" if compile_network else "")
+    config = engine_config(batch_size, mode, num_classes)
+    labels = torch.randint(0, num_classes, (len(images_uint8),)) if num_classes else None
     trainer = Trainer(model, diffusion, images_uint8, torch.full((3,), 0.5), torch.full((3,), 0.25), config,
-                      device=device, progress=False)
-    elapsed, count = _timed(trainer.train_step, device, seconds, warmup=3)
-    return count * batch_size / elapsed, trainer.precision, trainer.use_graph
+                      device=device, progress=False, labels=labels)
+    rates = timed_windows(trainer.train_step, device, seconds, repeats)
+    return statistics.median(rates) * batch_size, trainer.precision, trainer.use_graph
 
 
-def bench_train(networks=None, batch_sizes=(32, 128), seconds: float = 3.0, device=None, image_size: int = 64,
-                modes=("plain_fp32", "plain_bf16", "engine")) -> dict:
-    """Measure every (network, batch size, mode); returns a JSON-ready dict with the device name."""
-    device = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+def profile_top_kernels(trainer: Trainer, device: torch.device, steps: int = 10, top: int = 6) -> list[dict]:
+    """The CUDA kernels that take the most time over ``steps`` steps (torch.profiler), with their share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            trainer.train_step()
+        _sync(device)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    total = sum(e.device_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    return [{"kernel": e.key[:90], "share": round(e.device_time_total / total, 3), "calls": e.count}
+            for e in events[:top]]
+
+
+def bench_network(name: str, batch_sizes=(32, 128), modes=MODES, window: float = 2.0, repeats: int = 5,
+                  device=None, image_size: int = 64, profile_best: bool = False) -> list[dict]:
+    """Every (batch size, mode) case of one network; one dict per case."""
+    device = resolve_device(device)
+    try:
+        probe = NETWORKS[name]()
+    except ImportError as error:
+        return [{"network": name, "error": f"not installed: {error}"}]
+    num_classes = getattr(probe, "num_classes", None)
     diffusion = build_diffusion(get_profile("full").diffusion).to(device)
+    flops = flops_per_image(probe.to(device), diffusion, device, image_size, labels=num_classes is not None)
+    parameters = count_parameters(probe)
+    del probe
     images = torch.randint(0, 256, (4096, 3, image_size, image_size), dtype=torch.uint8)
+    peak = peak_tflops(device_name(device))
     rows = []
-    for name in networks or NETWORKS:
-        try:
-            probe = NETWORKS[name]()
-        except ImportError as error:
-            rows.append({"network": name, "error": f"not installed: {error}"})
-            continue
-        parameters = count_parameters(probe)
-        flops = flops_per_image(probe.to(device), diffusion, device, image_size)
-        del probe
-        for batch_size in batch_sizes:
-            row = {"network": name, "parameters": parameters, "batch_size": batch_size,
-                   "gflops_per_image_fwd_bwd": round(flops / 1e9, 2) if flops else None}
-            for mode in modes:
-                if mode in ("plain_bf16", "engine_compiled") and device.type != "cuda":
-                    continue
+    for batch_size in batch_sizes:
+        best = None
+        for mode in modes:
+            row = {"network": name, "parameters": parameters, "batch_size": batch_size, "mode": mode,
+                   "gflop_per_image_fwd_bwd": round(flops / 1e9, 2) if flops else None}
+            if ("graph" in mode or "compile" in mode) and device.type != "cuda":
+                continue
+            if "compile" in mode and not compile_supported(device):
+                row["error"] = "torch.compile is not supported on this card"
+                rows.append(row)
+                continue
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            trainer = None
+            try:
                 torch.manual_seed(0)
+                started = time.perf_counter()
+                labels = torch.randint(0, num_classes, (len(images),)) if num_classes else None
+                trainer = Trainer(NETWORKS[name]().to(device), diffusion, images, torch.full((3,), 0.5),
+                                  torch.full((3,), 0.25), engine_config(batch_size, mode, num_classes),
+                                  device=device, progress=False, labels=labels)
+                for _ in range(3):
+                    trainer.train_step()  # capture, compile
+                _sync(device)
+                row["setup_s"] = round(time.perf_counter() - started, 1)
+                rates = [r * batch_size for r in timed_windows(trainer.train_step, device, window, repeats, warmup=2)]
+                row.update(images_per_s_median=round(statistics.median(rates), 1),
+                           images_per_s_min=round(min(rates), 1), images_per_s_max=round(max(rates), 1),
+                           repeats=repeats, window_s=window,
+                           precision=trainer.precision, cuda_graph=trainer.use_graph, compiled=trainer.compiled)
+                if flops:
+                    achieved = flops * row["images_per_s_median"] / 1e12
+                    row["achieved_tflops"] = round(achieved, 1)
+                    if peak:
+                        row["share_of_peak_bf16"] = round(achieved / peak, 3)
                 if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats(device)
-                try:
-                    model = NETWORKS[name]().to(device)
-                    if mode.startswith("engine"):
-                        started = time.perf_counter()
-                        speed, precision, graph = bench_engine(model, diffusion, images, batch_size, device, seconds,
-                                                               compile_network=mode == "engine_compiled")
-                        row["engine_precision"], row["engine_cuda_graph"] = precision, graph
-                        row[f"{mode}_setup_and_run_s"] = round(time.perf_counter() - started, 1)
-                    else:
-                        speed = bench_plain(model, diffusion, images, batch_size, device, seconds, mode.split("_")[1])
-                    row[f"{mode}_images_per_s"] = round(speed, 1)
-                    if device.type == "cuda":
-                        row[f"{mode}_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-                except Exception as error:  # record and go on: one failing mode must not hide the others
-                    row[f"{mode}_error"] = f"{type(error).__name__}: {str(error)[:200]}"
-                finally:
-                    model = None
+                    row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+                    row.update(gpu_state(device))
+                if best is None or row["images_per_s_median"] > best[0]["images_per_s_median"]:
+                    best = (row, trainer)
+            except Exception as error:  # record and go on: one failing mode must not hide the others
+                row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return {"device": device_name(device), "torch": torch.__version__, "image_size": image_size,
-            "measured_seconds_per_case": seconds, "rows": rows,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            if best is None or best[1] is not trainer:
+                trainer = None
+        if profile_best and best is not None and device.type == "cuda":
+            best[0]["top_kernels"] = profile_top_kernels(best[1], device)
+            print(json.dumps({"network": name, "batch_size": batch_size, "best_mode": best[0]["mode"],
+                              "top_kernels": best[0]["top_kernels"]}), flush=True)
+        best = None
+    return rows
 
 
-def bench_sample(num_samples: int = 2350, steps: int = 50, image_size: int = 64, device=None,
-                 batch_size: int | None = None, modes=("plain_fp32", "bf16", "bf16_compiled"),
-                 ddpm: bool = True) -> dict:
-    """Seconds to draw ``num_samples`` images with DDIM-``steps`` (SmallUNet), per mode, and DDPM-T
-    with the fastest mode. Modes: ``plain_fp32`` (eval, fp32, contiguous), ``bf16`` (bf16 autocast,
-    channels_last) and ``bf16_compiled`` (the same, network compiled)."""
-    import copy
+def bench_train(networks=None, batch_sizes=(32, 128), window: float = 2.0, repeats: int = 5, device=None,
+                image_size: int = 64, modes=MODES, profile_best: bool = False) -> dict:
+    """Measure every (network, batch size, mode); a JSON-ready dict with the environment."""
+    device = resolve_device(device)
+    rows = []
+    for name in networks or NETWORKS:
+        rows += bench_network(name, batch_sizes, modes, window, repeats, device, image_size, profile_best)
+    return {**environment(device), "image_size": image_size, "rows": rows, "peak_bf16_tflops": peak_tflops(
+        device_name(device)), "peers": _peer_versions()}
 
-    from .sampling import prepare_for_sampling, sample_many
 
-    device = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    base = SmallUNet()
-    torch.nn.init.normal_(base.output_conv.weight, std=0.02)  # not the zero init: real arithmetic
-    diffusion = build_diffusion(get_profile("full").diffusion).to(device)
-    shape = (3, image_size, image_size)
-    rows, best = [], None
+def _peer_versions() -> dict:
+    import importlib.metadata
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for mode in modes:
-        if mode != "plain_fp32" and device.type != "cuda":
-            continue
-        row = {"mode": mode, "sampler": f"DDIM-{steps}", "num_samples": num_samples, "batch_size": batch_size}
+    versions = {}
+    for package in ("denoising-diffusion-pytorch", "diffusers"):
         try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _sampling_run(num_classes: int | None, image_size: int, device: torch.device):
+    """A Run with a randomly initialised Keras-size SmallUNet (output layer not zero: real arithmetic)."""
+    from .experiment import Run
+
+    torch.manual_seed(0)
+    config = get_profile("full")
+    config.model.num_classes = num_classes
+    model = SmallUNet(num_classes=num_classes)
+    torch.nn.init.normal_(model.output_conv.weight, std=0.02)
+    diffusion = build_diffusion(config.diffusion).to(device)
+    return Run(config, model.to(device).eval(), diffusion, torch.full((3,), 0.5), torch.full((3,), 0.25), Path("."),
+               [], 0)
+
+
+def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, batch_size: int | None = 256,
+                 repeats: int = 3, cases=None, ddpm: bool = True) -> dict:
+    """Seconds to draw ``num_samples`` images through ``Run.sample`` (as ``evaluate`` does), per case.
+
+    Cases: (label, sampler, steps, guided, compiled); guided cases use a conditional SmallUNet
+    (200 species) at w = 3, one doubled-batch network call per step.
+    """
+    device = resolve_device(device)
+    cases = cases or [("DDIM-50", "ddim", 50, False, False), ("DDIM-50", "ddim", 50, False, True),
+                      ("DPM-Solver++-20", "dpmpp", 20, False, False), ("DPM-Solver++-20", "dpmpp", 20, False, True),
+                      ("guided DDIM-50, w 3", "ddim", 50, True, False), ("guided DDIM-50, w 3", "ddim", 50, True, True)]
+    runs = {False: _sampling_run(None, image_size, device), True: _sampling_run(200, image_size, device)}
+    rows = []
+
+    def draw(run, sampler, steps, guided, compiled, count):
+        species = torch.arange(count) % 200 if guided else None
+        return run.sample(count, sampler=sampler, steps=steps, batch_size=batch_size, species=species,
+                          guidance=3.0 if guided else None, compile_network=compiled)
+
+    for label, sampler, steps, guided, compiled in cases:
+        row = {"sampler": label, "compiled": compiled, "num_samples": num_samples, "batch_size": batch_size}
+        if compiled and not compile_supported(device):
+            continue
+        try:
+            run = runs[guided]
             started = time.perf_counter()
-            network = prepare_for_sampling(copy.deepcopy(base), device, channels_last=mode != "plain_fp32",
-                                           compile_network=mode.endswith("compiled"))
-            precision = "fp32" if mode == "plain_fp32" else "bf16"
-            sample_many(network, diffusion, min(batch_size or num_samples, num_samples), shape, steps=2,
-                        batch_size=batch_size, precision=precision, device=device)  # warm-up / compile
-            sync()
+            draw(run, sampler, 2, guided, compiled, num_samples)  # warm-up: every batch shape, compiled once
+            _sync(device)
             row["setup_s"] = round(time.perf_counter() - started, 1)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            started = time.perf_counter()
-            sample_many(network, diffusion, num_samples, shape, steps=steps, batch_size=batch_size,
-                        precision=precision, device=device)
-            sync()
-            row["seconds"] = round(time.perf_counter() - started, 3)
-            row["seconds_per_1000_samples"] = round(row["seconds"] * 1000 / num_samples, 3)
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                pixels = draw(run, sampler, steps, guided, compiled, num_samples)
+                _sync(device)
+                seconds.append(time.perf_counter() - started)
+            assert pixels.dtype.name == "uint8" and len(pixels) == num_samples
+            row.update(seconds_median=round(statistics.median(seconds), 3), seconds_min=round(min(seconds), 3),
+                       repeats=repeats)
             if device.type == "cuda":
                 row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-            if best is None or row["seconds"] < best[0]["seconds"]:
-                best = (row, network, precision)
         except Exception as error:  # record and go on
-            row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+            row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if ddpm and best is not None:
-        row, network, precision = best
+    if ddpm:
+        compiled = compile_supported(device)
+        run = runs[False]
         started = time.perf_counter()
-        sample_many(network, diffusion, num_samples, shape, sampler="ddpm", batch_size=batch_size,
-                    precision=precision, device=device)
-        sync()
+        draw(run, "ddpm", 0, False, compiled, num_samples)
+        _sync(device)
+        row = {"sampler": f"DDPM-{run.diffusion.num_steps}", "compiled": compiled, "num_samples": num_samples,
+               "batch_size": batch_size, "seconds_median": round(time.perf_counter() - started, 2), "repeats": 1}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {**environment(device), "network": "SmallUNet (Keras size)", "image_size": image_size, "rows": rows}
+
+
+def bench_evaluate(num_samples: int = 2350, steps: int = 50, image_size: int = 64, device=None,
+                   compile_network: bool = True, num_real: int | None = None) -> dict:
+    """Seconds for what ``python -m ddpm_lib evaluate`` does on ``num_samples`` samples: DDIM sampling
+    (``Run.sample``), Inception features of both sets and KID / FID, with a calibrated stand-in Inception
+    (the timing is the real network's; the numbers are labelled as the stand-in's). The real set is
+    ``num_real`` synthetic birds at ``image_size`` (default: as many as the samples, the study's test size)."""
+    import tempfile
+
+    import numpy as np
+
+    from .data.synthetic import render_dataset
+    from .metrics import evaluate_run, write_standin_weights
+
+    device = resolve_device(device)
+    real, _ = render_dataset(num_real or num_samples, 10, image_size=image_size, seed=0)
+    run = _sampling_run(None, image_size, device)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = write_standin_weights(Path(folder) / "standin.pth", real[:32])
+        started = time.perf_counter()
+        result = evaluate_run(run, np.asarray(real), steps=steps, num_samples=num_samples, weights=weights,
+                              device=device, compile_network=compile_network)
+        _sync(device)
+        total = time.perf_counter() - started
+    result.pop("samples")
+    row = {"what": "evaluate: sampling + Inception + KID/FID", "num_samples": num_samples, "num_real": len(real),
+           "seconds_total": round(total, 1), **{k: v for k, v in result.items() if k != "note"}}
+    print(json.dumps(row), flush=True)
+    return {**environment(device), "image_size": image_size, "rows": [row]}
+
+
+def bench_fit(steps: int = 4_000, image_size: int = 64, device=None, batch_size: int = 32) -> dict:
+    """Wall time of ``Trainer.fit`` with the ``full`` profile's settings (SmallUNet, batch 32, logging,
+    checkpoints, sample grids and compilation included) for ``steps`` steps on synthetic birds, and
+    that rate carried over to the study's 28,000 steps (labelled as an extrapolation)."""
+    import tempfile
+
+    from .data.synthetic import render_dataset
+    from .experiment import save_sample_grid
+    from .transforms import nhwc_to_nchw
+
+    device = resolve_device(device)
+    images, _ = render_dataset(512, 10, image_size=image_size, seed=0)
+    config = get_profile("full")
+    config.train.steps, config.train.epochs, config.train.batch_size = steps, None, batch_size
+    config.train.wandb, config.train.checkpoint_every = "disabled", max(steps // 4, 1)
+    config.train.sample_every, config.train.log_every = max(steps // 2, 1), max(steps // 20, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        trainer = Trainer(SmallUNet(), build_diffusion(config.diffusion), nhwc_to_nchw(images), torch.full((3,), 0.5),
+                          torch.full((3,), 0.25), config, run_dir=folder, device=device, progress=False,
+                          on_sample=save_sample_grid)
+        trainer.fit()
+        _sync(device)
         seconds = time.perf_counter() - started
-        ddpm_row = {"mode": row["mode"], "sampler": f"DDPM-{diffusion.num_steps}", "num_samples": num_samples,
-                    "batch_size": batch_size, "seconds": round(seconds, 2),
-                    "seconds_per_1000_samples": round(seconds * 1000 / num_samples, 2)}
-        rows.append(ddpm_row)
-        print(json.dumps(ddpm_row), flush=True)
-    return {"device": device_name(device), "torch": torch.__version__, "network": "SmallUNet",
-            "parameters": count_parameters(base), "image_size": image_size, "rows": rows,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    row = {"what": "Trainer.fit, full profile (SmallUNet, batch 32): logging, checkpoints, grids, compile",
+           "steps": steps, "batch_size": batch_size, "seconds": round(seconds, 1),
+           "images_per_s_overall": round(steps * batch_size / seconds, 1),
+           "study_28000_steps_s_extrapolated": round(seconds * 28_000 / steps, 1),
+           "precision": trainer.precision, "cuda_graph": trainer.use_graph, "compiled": trainer.compiled}
+    print(json.dumps(row), flush=True)
+    return {**environment(device), "image_size": image_size, "rows": [row]}
 
 
 def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib bench")
-    parser.add_argument("what", choices=("train", "sample"))
+    parser.add_argument("what", choices=("train", "sample", "evaluate", "fit"))
     parser.add_argument("--num-samples", type=int, default=2350, help="sample: images to draw (test-set size)")
-    parser.add_argument("--steps", type=int, default=50, help="sample: DDIM steps")
     parser.add_argument("--no-ddpm", action="store_true", help="sample: skip the DDPM-T timing")
-    parser.add_argument("--networks", nargs="*", default=None, help=f"any of {list(NETWORKS)}")
+    parser.add_argument("--steps", type=int, default=None, help="evaluate: DDIM steps (50); fit: training steps (4000)")
+    parser.add_argument("--no-compile", action="store_true", help="evaluate: sample without torch.compile")
+    parser.add_argument("--networks", nargs="*", default=None, help=f"train: any of {list(NETWORKS)}")
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[32, 128])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case")
+    parser.add_argument("--modes", nargs="*", default=None, help=f"train: any of {MODES} (default: all)")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds per timed window")
+    parser.add_argument("--repeats", type=int, default=5, help="timed windows (train) or draws (sample) per case")
+    parser.add_argument("--profile-best", action="store_true", help="train: torch.profiler's top kernels per network")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--modes", nargs="*", default=None,
-                        help="train: plain_fp32, plain_bf16, engine, engine_compiled; "
-                             "sample: plain_fp32, bf16, bf16_compiled (default: all)")
-    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/train_<device>.json)")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/<what>_<device>.json)")
     args = parser.parse_args(argv)
     if args.what == "train":
-        modes = tuple(args.modes or ("plain_fp32", "plain_bf16", "engine", "engine_compiled"))
-        result = bench_train(args.networks, tuple(args.batch_sizes), args.seconds, args.device, args.image_size, modes)
-    else:
-        modes = tuple(args.modes or ("plain_fp32", "bf16", "bf16_compiled"))
-        result = bench_sample(args.num_samples, args.steps, args.image_size, args.device, modes=modes,
+        unknown = set(args.modes or ()) - set(MODES)
+        if unknown:
+            parser.error(f"unknown modes {sorted(unknown)}; use {MODES}")
+        result = bench_train(args.networks, tuple(args.batch_sizes), args.window, args.repeats, args.device,
+                             args.image_size, tuple(args.modes or MODES), args.profile_best)
+    elif args.what == "sample":
+        result = bench_sample(args.num_samples, args.image_size, args.device, repeats=args.repeats,
                               ddpm=not args.no_ddpm)
+    elif args.what == "evaluate":
+        result = bench_evaluate(args.num_samples, args.steps or 50, args.image_size, args.device,
+                                compile_network=not args.no_compile)
+    else:
+        result = bench_fit(args.steps or 4_000, args.image_size, args.device)
     slug = "".join(c if c.isalnum() else "_" for c in result["device"]).strip("_")[:40]
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "benchmarks" / "results" / (
         f"{args.what}_{slug}.json")

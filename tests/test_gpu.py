@@ -93,3 +93,74 @@ def test_a_graph_run_resumes_from_its_checkpoint(tmp_path):
     assert resumed.step == 20
     resumed.fit()
     assert resumed.step == 30 and resumed.ema.num_updates == 30
+
+
+def _images(count=256, size=32):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator)
+    images[:, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 200  # some structure to learn
+    return images
+
+
+def _trainer(tmp_path, steps, resume=None, num_classes=None, **train):
+    config = get_profile("smoke")
+    config.train.steps, config.train.log_every, config.train.checkpoint_every = steps, 25, 50
+    config.train.lr, config.train.compile, config.train.sample_every = 2e-3, False, 0
+    config.model.num_classes = num_classes
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    torch.manual_seed(0)
+    labels = torch.arange(256) % num_classes if num_classes else None
+    return Trainer(SmallUNet(widths=(16, 32, 64), num_classes=num_classes), build_diffusion(config.diffusion),
+                   _images(), torch.full((3,), 0.5), torch.full((3,), 0.3), config, run_dir=tmp_path, device="cuda",
+                   resume=resume, progress=False, labels=labels)
+
+
+def test_conditional_training_in_bf16_and_the_graph_then_guided_sampling(tmp_path):
+    from ddpm_lib.experiment import Run
+
+    trainer = _trainer(tmp_path, 100, num_classes=4)
+    assert trainer.use_graph and trainer.precision == "bf16"
+    result = trainer.fit()
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    run = Run(trainer.config, trainer.ema.model, trainer.diffusion, trainer.mean.cpu(), trainer.std.cpu(), tmp_path,
+              [], 100)
+    calls = []
+    trainer.ema.model.register_forward_pre_hook(lambda module, inputs: calls.append(inputs[0].shape[0]))
+    pixels = run.sample(8, sampler="ddim", steps=5, species=torch.arange(8) % 4, guidance=3.0, batch_size=8)
+    assert pixels.shape == (8, 32, 32, 3) and calls == [16] * 5  # one doubled-batch call per step
+
+
+def test_dpm_solver_on_the_gpu_matches_the_cpu():
+    from ddpm_lib.sampling import dpm_solver_sample
+
+    diffusion = GaussianDiffusion(get_named_schedule("cosine", 1000))
+    noise = torch.randn(512, 1, 2, 2, dtype=torch.float64)
+    cpu = dpm_solver_sample(gaussian_oracle(diffusion), diffusion, noise.shape, steps=20, noise=noise).images
+    gpu_diffusion = GaussianDiffusion(get_named_schedule("cosine", 1000)).to("cuda")
+    gpu = dpm_solver_sample(gaussian_oracle(gpu_diffusion), gpu_diffusion, noise.shape, steps=20, noise=noise.cuda(),
+                            device="cuda").images
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-9)
+
+
+@pytest.mark.parametrize("card", ["T4", "P100"])
+def test_the_older_cards_path_forced_here_learns_as_bf16_does(card, tmp_path):
+    """fp16 autocast + GradScaler, eager steps (no graph); on a P100 also no torch.compile."""
+    losses = {}
+    for name, precision in (("bf16", "bf16"), (card, "fp16")):
+        trainer = _trainer(tmp_path / name, 200, precision=precision, compile=card == "T4" and precision == "fp16")
+        if precision == "fp16":
+            assert trainer.scaler is not None and not trainer.use_graph
+        losses[name] = [entry["loss"] for entry in trainer.fit().history]
+    assert losses[card][-1] < 0.9 * losses[card][0]  # it learns
+    assert abs(losses[card][-1] - losses["bf16"][-1]) < 0.2 * losses["bf16"][-1]  # as bf16 does
+
+
+@pytest.mark.parametrize("first, second", [(True, False), (False, True)])
+def test_a_run_resumes_across_graph_and_eager_modes(first, second, tmp_path):
+    _trainer(tmp_path, 50, cuda_graph=first).fit()
+    resumed = _trainer(tmp_path, 100, resume="latest", cuda_graph=second)
+    assert resumed.step == 50 and resumed.use_graph == second
+    assert all(g["capturable"] == second for g in resumed.optimizer.param_groups)
+    result = resumed.fit()
+    assert resumed.step == 100 and all(torch.isfinite(torch.tensor(e["loss"])) for e in result.history)

@@ -1,0 +1,43 @@
+"""The prepared GPU check, rehearsed on the CPU: every step of benchmarks/gpu_checks.sh at toy size
+(GPU_CHECKS_DRY_RUN=1), so a lent GPU's minutes are never spent on a script error."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import child_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_check_script_runs_every_step_at_toy_size(tmp_path):
+    results = tmp_path / "results"
+    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable)
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    steps = (results / "steps.txt").read_text().splitlines()
+    names = [line.split()[0] for line in steps]
+    assert names == ["gpu_tests", "bench_sample", "bench_evaluate", "bench_train_SmallUNet", "torchrun_plain",
+                     "torchrun_torchrun", "bench_fit"]
+    assert all(" rc=0 " in line for line in steps), steps
+    assert json.loads((results / "environment.json").read_text())["device"].startswith("CPU")
+    for name in ("bench_sample", "bench_evaluate", "bench_fit", "bench_train_SmallUNet"):
+        rows = json.loads((results / f"{name}.json").read_text())["rows"]
+        assert rows and not any("error" in row for row in rows), (name, rows)
+    assert (results / "torchrun_plain_metrics.csv").exists() and (results / "torchrun_torchrun_metrics.csv").exists()
+    summary = (results / "summary.txt").read_text()
+    assert "GPU checks on CPU" in summary and "SmallUNet, batch 32" in summary and "evaluate, 2,350" in summary
+
+
+def test_steps_past_the_deadline_are_skipped_and_the_summary_still_comes(tmp_path):
+    results = tmp_path / "results"
+    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
+                    STAGES="sample fit", DEADLINE="30")
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0
+    steps = (results / "steps.txt").read_text().splitlines()
+    assert steps[0].startswith("bench_sample") and "skipped: no time left" in steps[-1]
+    assert "GPU checks on CPU" in (results / "summary.txt").read_text()
