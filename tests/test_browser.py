@@ -119,19 +119,22 @@ def test_moving_the_slider_changes_the_image(jupyterlab, notebook):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/tree/{notebook}.ipynb?token={token}")
+            # a workspace of its own (?reset): no tab of the other test's notebook is restored beside it
+            page.goto(f"{url}/lab/tree/{notebook}.ipynb?reset&token={token}")
             page.wait_for_selector(".jp-Notebook", timeout=90_000)
             page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=90_000)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator('[data-command="runmenu:run-all"]').first.click()
-            image = page.locator("img.widget-image").first
+            panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen, not a hidden tab
+            image = page.locator(f"{panel} img.widget-image").first
             image.wait_for(timeout=120_000)
-            handle = page.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first
+            handles = f"{panel} .widget-slider .noUi-handle, {panel} .widget-slider .ui-slider-handle"
+            handle = page.locator(handles).first
             handle.wait_for(timeout=30_000)
             before = image.get_attribute("src")
             handle.focus()
             page.keyboard.press("ArrowRight")
-            page.wait_for_function("(before) => document.querySelector('img.widget-image').src !== before",
+            page.wait_for_function(f"(before) => document.querySelector('{panel} img.widget-image').src !== before",
                                    arg=before, timeout=30_000)
             after = image.get_attribute("src")
             page.wait_for_timeout(300)
