@@ -5,13 +5,15 @@
 #
 #   bash benchmarks/gpu_checks.sh                      # on the GPU machine
 #   GPU_CHECKS_DRY_RUN=1 bash benchmarks/gpu_checks.sh # the rehearsal on a CPU: every step at toy size
-#   STAGES="tests sample" bash benchmarks/gpu_checks.sh  # some stages only (a rerun of what timed out)
+#   STAGES="tests sample" bash benchmarks/gpu_checks.sh  # some stages only, in the order given
 #   DEADLINE=520 bash benchmarks/gpu_checks.sh       # every step fits in 520 s; the summary always comes
 #   STAGES=train NETWORKS="BaselineUNet|SmallUNet" MODES="eager graph+compile" bash benchmarks/gpu_checks.sh
+#   STAGES=sample SAMPLE_CASES="conditional-compiled guided-compiled" bash benchmarks/gpu_checks.sh
 #
-# Stages, most important first: tests (tests/test_gpu.py), sample (bench sample), evaluate (bench
-# evaluate), torchrun (1-process torchrun against a plain run), train (bench train: our networks and
-# the peers, a fresh process per network), fit (a whole Trainer.fit with the study's settings).
+# Stages (run in the order STAGES names them): tests (tests/test_gpu.py), sample (bench sample; the
+# cases are ddpm_lib.bench.SAMPLE_CASES), evaluate (bench evaluate), train (bench train: our networks
+# and the peers, a fresh process per network), torchrun (1-process torchrun against a plain run of
+# the same steps), fit (a whole Trainer.fit with the study's settings).
 # The peers (denoising-diffusion-pytorch, diffusers) and torch-fidelity come from wheels in .whl/
 # (the device machine reaches no registry), installed into a throwaway folder.
 set -uo pipefail
@@ -50,7 +52,6 @@ step() {
   rc=$?
   echo "$name rc=$rc $(( $(date +%s) - started ))s" | tee -a "$RESULTS/steps.txt"
 }
-wants() { [[ " $STAGES " == *" $1 "* ]]; }
 
 $PY - > "$RESULTS/environment.json" <<'EOF'
 import json, torch
@@ -62,12 +63,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
   --format=csv > "$RESULTS/nvidia-smi.csv" 2>&1
 
 if [ "$DRY" = 1 ]; then  # toy sizes: the same commands, seconds on a CPU
-  SAMPLE=(--num-samples 4 --image-size 16 --repeats 1 --no-ddpm)
+  SAMPLE=(--num-samples 4 --image-size 16 --repeats 1)
+  SAMPLE_CASES=${SAMPLE_CASES:-"ddim dpmpp conditional guided"}
   EVALUATE=(--num-samples 8 --steps 2 --image-size 16)
   TRAIN=(--batch-sizes 4 --window 0.05 --repeats 1 --image-size 16)
   TRAIN_NETWORKS=("SmallUNet")
   FIT=(--steps 4 --image-size 16)
-  TORCHRUN_STEPS=4
+  TORCHRUN_PROFILE=smoke TORCHRUN_STEPS=4
 else
   SAMPLE=(--num-samples 2350 --repeats 3)
   EVALUATE=(--num-samples 2350 --steps 50)
@@ -75,16 +77,20 @@ else
   TRAIN_NETWORKS=("SmallUNet" "BaselineUNet" "ddpm-pytorch Unet(64,(1,2,4,8))"
                   "diffusers UNet2DModel (DDPM CIFAR-10 config)" "SmallUNet conditional (200 species)")
   FIT=(--steps 4000)
-  TORCHRUN_STEPS=600
+  TORCHRUN_PROFILE=demo TORCHRUN_STEPS=1000  # the demo SmallUNet: 1,000 steps of 64 after its compile
+
 fi
 if [ -n "${NETWORKS:-}" ]; then IFS='|' read -r -a TRAIN_NETWORKS <<< "$NETWORKS"; fi  # e.g. "BaselineUNet|SmallUNet"
 [ -n "${MODES:-}" ] && TRAIN+=(--modes $MODES)  # e.g. "eager graph+compile"
+[ -n "${SAMPLE_CASES:-}" ] && SAMPLE+=(--cases $SAMPLE_CASES)  # default: bench sample's own
 
-wants tests && step gpu_tests 200 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-wants sample && step bench_sample 220 $PY -m ddpm_lib bench sample "${SAMPLE[@]}" --out "$RESULTS/bench_sample.json"
-wants evaluate && step bench_evaluate 150 $PY -m ddpm_lib bench evaluate "${EVALUATE[@]}" \
-  --out "$RESULTS/bench_evaluate.json"
-if wants train; then  # a fresh process per network, so every memory peak is its own
+stage_tests() { step gpu_tests 200 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py; }
+stage_sample() { step bench_sample 220 $PY -m ddpm_lib bench sample "${SAMPLE[@]}" --out "$RESULTS/bench_sample.json"; }
+stage_evaluate() {
+  step bench_evaluate 150 $PY -m ddpm_lib bench evaluate "${EVALUATE[@]}" --out "$RESULTS/bench_evaluate.json"
+}
+stage_train() {  # a fresh process per network, so every memory peak is its own
+  local network slug sizes
   for network in "${TRAIN_NETWORKS[@]}"; do
     slug=$(echo "$network" | tr -c 'A-Za-z0-9\n' '_' | cut -c1-24)
     sizes=(--batch-sizes 128)
@@ -93,21 +99,29 @@ if wants train; then  # a fresh process per network, so every memory peak is its
     step "bench_train_$slug" 240 $PY -m ddpm_lib bench train --networks "$network" "${sizes[@]}" "${TRAIN[@]}" \
       --out "$RESULTS/bench_train_$slug.json"
   done
-fi
-if wants torchrun; then  # the same short run, plainly and under a 1-process torchrun
+}
+stage_torchrun() {  # the same short run, plainly and under a 1-process torchrun
+  local how launcher
   export DDPM_ROOT=$SCRATCH/root
   mkdir -p "$DDPM_ROOT"
-  $PY -m ddpm_lib prepare --profile smoke --source synthetic > "$RESULTS/torchrun_prepare.log" 2>&1
+  $PY -m ddpm_lib prepare --profile "$TORCHRUN_PROFILE" --source synthetic > "$RESULTS/torchrun_prepare.log" 2>&1
   for how in plain torchrun; do
     launcher=($PY -m ddpm_lib)
     [ "$how" = torchrun ] && launcher=($PY -m torch.distributed.run --nproc_per_node=1 -m ddpm_lib)
-    step "torchrun_$how" 150 "${launcher[@]}" train --profile smoke --steps "$TORCHRUN_STEPS" --batch-size 64 \
-      --run-name "$how"
-    cp "$DDPM_ROOT/runs/smoke/$how/metrics.csv" "$RESULTS/torchrun_${how}_metrics.csv" 2>/dev/null
+    step "torchrun_$how" 150 "${launcher[@]}" train --profile "$TORCHRUN_PROFILE" --steps "$TORCHRUN_STEPS" \
+      --batch-size 64 --run-name "$how"
+    cp "$DDPM_ROOT/runs/$TORCHRUN_PROFILE/$how/metrics.csv" "$RESULTS/torchrun_${how}_metrics.csv" 2>/dev/null
   done
   unset DDPM_ROOT
-fi
-wants fit && step bench_fit 150 $PY -m ddpm_lib bench fit "${FIT[@]}" --out "$RESULTS/bench_fit.json"
+}
+stage_fit() { step bench_fit 150 $PY -m ddpm_lib bench fit "${FIT[@]}" --out "$RESULTS/bench_fit.json"; }
+
+for stage in $STAGES; do
+  case "$stage" in
+    tests|sample|evaluate|train|torchrun|fit) "stage_$stage" ;;
+    *) echo "unknown stage $stage: use tests sample evaluate train torchrun fit" | tee -a "$RESULTS/steps.txt" ;;
+  esac
+done
 
 $PY benchmarks/gpu_summary.py "$RESULTS" | tee "$RESULTS/summary.txt"
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$DRY" != 1 ]; then

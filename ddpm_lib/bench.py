@@ -318,60 +318,77 @@ def _sampling_run(num_classes: int | None, image_size: int, device: torch.device
                [], 0)
 
 
-def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, batch_size: int | None = 256,
-                 repeats: int = 3, cases=None, ddpm: bool = True) -> dict:
-    """Seconds to draw ``num_samples`` images through ``Run.sample`` (as ``evaluate`` does), per case.
+# The cases of ``bench sample``, by name: (label, sampler, steps, network, guidance, compiled, batch size);
+# network "unconditional" or "conditional" (200 species); batch "evaluate" is what ``evaluate`` uses,
+# None all at once. Guided and unguided conditional cases use the same network, so their ratio is
+# the price of guidance alone.
+SAMPLE_CASES = {
+    "ddim": ("DDIM-50", "ddim", 50, "unconditional", None, False, "evaluate"),
+    "ddim-compiled": ("DDIM-50", "ddim", 50, "unconditional", None, True, "evaluate"),
+    "ddim-compiled-one-batch": ("DDIM-50", "ddim", 50, "unconditional", None, True, None),
+    "dpmpp": ("DPM-Solver++-20", "dpmpp", 20, "unconditional", None, False, "evaluate"),
+    "dpmpp-compiled": ("DPM-Solver++-20", "dpmpp", 20, "unconditional", None, True, "evaluate"),
+    "conditional": ("conditional DDIM-50, unguided", "ddim", 50, "conditional", 1.0, False, "evaluate"),
+    "conditional-compiled": ("conditional DDIM-50, unguided", "ddim", 50, "conditional", 1.0, True, "evaluate"),
+    "guided": ("guided DDIM-50, w 3", "ddim", 50, "conditional", 3.0, False, "evaluate"),
+    "guided-compiled": ("guided DDIM-50, w 3", "ddim", 50, "conditional", 3.0, True, "evaluate"),
+    "ddpm-compiled": ("DDPM-T", "ddpm", 0, "unconditional", None, True, "evaluate"),
+}
+DEFAULT_SAMPLE_CASES = ("ddim", "ddim-compiled", "dpmpp", "dpmpp-compiled", "guided", "guided-compiled",
+                        "ddpm-compiled")
 
-    Cases: (label, sampler, steps, guided, compiled); guided cases use a conditional SmallUNet
-    (200 species) at w = 3, one doubled-batch network call per step.
+
+def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, batch_size: int | None = 256,
+                 repeats: int = 3, cases=DEFAULT_SAMPLE_CASES) -> dict:
+    """Seconds to draw ``num_samples`` images through ``Run.sample`` (as ``evaluate`` does), per case
+    (names of :data:`SAMPLE_CASES`; ``batch_size`` is evaluate's batch). Guided cases use a
+    conditional SmallUNet (200 species) with one doubled-batch network call per step; DDPM-T is
+    timed once (its T steps dwarf any warm-up).
     """
     device = resolve_device(device)
-    cases = cases or [("DDIM-50", "ddim", 50, False, False), ("DDIM-50", "ddim", 50, False, True),
-                      ("DPM-Solver++-20", "dpmpp", 20, False, False), ("DPM-Solver++-20", "dpmpp", 20, False, True),
-                      ("guided DDIM-50, w 3", "ddim", 50, True, False), ("guided DDIM-50, w 3", "ddim", 50, True, True)]
-    runs = {False: _sampling_run(None, image_size, device), True: _sampling_run(200, image_size, device)}
+    unknown = [case for case in cases if case not in SAMPLE_CASES]
+    if unknown:
+        raise ValueError(f"unknown sampling cases {unknown}; use any of {list(SAMPLE_CASES)}")
+    runs = {}
     rows = []
-
-    def draw(run, sampler, steps, guided, compiled, count):
-        species = torch.arange(count) % 200 if guided else None
-        return run.sample(count, sampler=sampler, steps=steps, batch_size=batch_size, species=species,
-                          guidance=3.0 if guided else None, compile_network=compiled)
-
-    for label, sampler, steps, guided, compiled in cases:
-        row = {"sampler": label, "compiled": compiled, "num_samples": num_samples, "batch_size": batch_size}
+    for case in cases:
+        label, sampler, steps, network, guidance, compiled, batch = SAMPLE_CASES[case]
+        batch = batch_size if batch == "evaluate" else batch
+        if network not in runs:
+            runs[network] = _sampling_run(200 if network == "conditional" else None, image_size, device)
+        run = runs[network]
+        label = label.replace("DDPM-T", f"DDPM-{run.diffusion.num_steps}")
+        row = {"case": case, "sampler": label, "compiled": compiled, "num_samples": num_samples,
+               "batch_size": batch or num_samples}
         if compiled and not compile_supported(device):
             continue
+        species = torch.arange(num_samples) % 200 if network == "conditional" else None
+
+        def draw(count_steps):
+            return run.sample(num_samples, sampler=sampler, steps=count_steps, batch_size=batch, species=species,
+                              guidance=guidance, compile_network=compiled)
+
         try:
-            run = runs[guided]
             started = time.perf_counter()
-            draw(run, sampler, 2, guided, compiled, num_samples)  # warm-up: every batch shape, compiled once
-            _sync(device)
+            if sampler != "ddpm":
+                draw(2)  # warm-up: every batch shape, compiled once
+                _sync(device)
             row["setup_s"] = round(time.perf_counter() - started, 1)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             seconds = []
-            for _ in range(repeats):
+            for _ in range(1 if sampler == "ddpm" else repeats):
                 started = time.perf_counter()
-                pixels = draw(run, sampler, steps, guided, compiled, num_samples)
+                pixels = draw(steps)
                 _sync(device)
                 seconds.append(time.perf_counter() - started)
             assert pixels.dtype.name == "uint8" and len(pixels) == num_samples
             row.update(seconds_median=round(statistics.median(seconds), 3), seconds_min=round(min(seconds), 3),
-                       repeats=repeats)
+                       repeats=len(seconds))
             if device.type == "cuda":
                 row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
         except Exception as error:  # record and go on
             row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    if ddpm:
-        compiled = compile_supported(device)
-        run = runs[False]
-        started = time.perf_counter()
-        draw(run, "ddpm", 0, False, compiled, num_samples)
-        _sync(device)
-        row = {"sampler": f"DDPM-{run.diffusion.num_steps}", "compiled": compiled, "num_samples": num_samples,
-               "batch_size": batch_size, "seconds_median": round(time.perf_counter() - started, 2), "repeats": 1}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return {**environment(device), "network": "SmallUNet (Keras size)", "image_size": image_size, "rows": rows}
@@ -447,7 +464,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib bench")
     parser.add_argument("what", choices=("train", "sample", "evaluate", "fit"))
     parser.add_argument("--num-samples", type=int, default=2350, help="sample: images to draw (test-set size)")
-    parser.add_argument("--no-ddpm", action="store_true", help="sample: skip the DDPM-T timing")
+    parser.add_argument("--cases", nargs="*", default=list(DEFAULT_SAMPLE_CASES),
+                        help=f"sample: any of {list(SAMPLE_CASES)}")
     parser.add_argument("--steps", type=int, default=None, help="evaluate: DDIM steps (50); fit: training steps (4000)")
     parser.add_argument("--no-compile", action="store_true", help="evaluate: sample without torch.compile")
     parser.add_argument("--networks", nargs="*", default=None, help=f"train: any of {list(NETWORKS)}")
@@ -467,8 +485,11 @@ def main(argv=None) -> int:
         result = bench_train(args.networks, tuple(args.batch_sizes), args.window, args.repeats, args.device,
                              args.image_size, tuple(args.modes or MODES), args.profile_best)
     elif args.what == "sample":
+        unknown = set(args.cases) - set(SAMPLE_CASES)
+        if unknown:
+            parser.error(f"unknown sampling cases {sorted(unknown)}; use any of {list(SAMPLE_CASES)}")
         result = bench_sample(args.num_samples, args.image_size, args.device, repeats=args.repeats,
-                              ddpm=not args.no_ddpm)
+                              cases=tuple(args.cases))
     elif args.what == "evaluate":
         result = bench_evaluate(args.num_samples, args.steps or 50, args.image_size, args.device,
                                 compile_network=not args.no_compile)

@@ -34,10 +34,11 @@ def test_the_gpu_check_script_runs_every_step_at_toy_size(tmp_path):
 def test_steps_past_the_deadline_are_skipped_and_the_summary_still_comes(tmp_path):
     results = tmp_path / "results"
     env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
-                    STAGES="sample fit", DEADLINE="30")
+                    STAGES="fit sample bogus", DEADLINE="30")
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0
     steps = (results / "steps.txt").read_text().splitlines()
-    assert steps[0].startswith("bench_sample") and "skipped: no time left" in steps[-1]
+    assert [line.split()[0] for line in steps] == ["bench_fit", "bench_sample", "unknown"]  # in the order given
+    assert all("skipped: no time left" in line for line in steps[:2]) and "stage bogus" in steps[2]
     assert "GPU checks on CPU" in (results / "summary.txt").read_text()

@@ -207,9 +207,12 @@ def test_bench_train_reports_each_case_with_repeats_and_the_environment(tmp_path
 def test_bench_sample_times_every_sampler_as_evaluate_draws(tmp_path):
     out = tmp_path / "sample.json"
     assert main(["bench", "sample", "--num-samples", "3", "--image-size", "16", "--repeats", "1", "--device", "cpu",
-                 "--no-ddpm", "--out", str(out)]) == 0
+                 "--cases", "ddim", "dpmpp", "conditional", "guided", "ddim-compiled", "--out", str(out)]) == 0
     import json
 
-    rows = json.loads(out.read_text())["rows"]
-    assert [row["sampler"] for row in rows] == ["DDIM-50", "DPM-Solver++-20", "guided DDIM-50, w 3"]
-    assert all(row["seconds_median"] > 0 and "error" not in row for row in rows)
+    rows = json.loads(out.read_text())["rows"]  # compiled cases are skipped on the CPU
+    assert [row["sampler"] for row in rows] == ["DDIM-50", "DPM-Solver++-20", "conditional DDIM-50, unguided",
+                                                "guided DDIM-50, w 3"]
+    assert all(row["seconds_median"] > 0 and "error" not in row and row["batch_size"] == 256 for row in rows)
+    with pytest.raises(SystemExit):  # a misspelt case is refused before anything runs
+        main(["bench", "sample", "--cases", "ddim-compield", "--device", "cpu"])
