@@ -8,6 +8,7 @@
 #   STAGES="tests sample" bash benchmarks/gpu_checks.sh  # some stages only, in the order given
 #   DEADLINE=520 bash benchmarks/gpu_checks.sh       # every step fits in 520 s; the summary always comes
 #   STAGES=train NETWORKS="BaselineUNet|SmallUNet" MODES="eager graph+compile" bash benchmarks/gpu_checks.sh
+#   STAGES=train NETWORKS="BaselineUNet|ddpm-pytorch Unet(64,(1,2,4,8))=eager graph" bash benchmarks/gpu_checks.sh
 #   STAGES=sample SAMPLE_CASES="conditional-compiled guided-compiled" bash benchmarks/gpu_checks.sh
 #
 # Stages (run in the order STAGES names them): tests (tests/test_gpu.py), sample (bench sample; the
@@ -90,14 +91,16 @@ stage_evaluate() {
   step bench_evaluate 150 $PY -m ddpm_lib bench evaluate "${EVALUATE[@]}" --out "$RESULTS/bench_evaluate.json"
 }
 stage_train() {  # a fresh process per network, so every memory peak is its own
-  local network slug sizes
-  for network in "${TRAIN_NETWORKS[@]}"; do
+  local entry network slug sizes modes
+  for entry in "${TRAIN_NETWORKS[@]}"; do
+    network=${entry%%=*} modes=()  # "name=eager graph": this network in these modes only
+    [ "$network" != "$entry" ] && modes=(--modes ${entry#*=})
     slug=$(echo "$network" | tr -c 'A-Za-z0-9\n' '_' | cut -c1-24)
     sizes=(--batch-sizes 128)
     case "$network" in SmallUNet) sizes=(--batch-sizes 32 128) ;; "SmallUNet conditional"*) sizes=(--batch-sizes 32) ;; esac
     [ "$DRY" = 1 ] && sizes=()
     step "bench_train_$slug" 240 $PY -m ddpm_lib bench train --networks "$network" "${sizes[@]}" "${TRAIN[@]}" \
-      --out "$RESULTS/bench_train_$slug.json"
+      "${modes[@]}" --out "$RESULTS/bench_train_$slug.json"
   done
 }
 stage_torchrun() {  # the same short run, plainly and under a 1-process torchrun

@@ -42,3 +42,17 @@ def test_steps_past_the_deadline_are_skipped_and_the_summary_still_comes(tmp_pat
     assert [line.split()[0] for line in steps] == ["bench_fit", "bench_sample", "unknown"]  # in the order given
     assert all("skipped: no time left" in line for line in steps[:2]) and "stage bogus" in steps[2]
     assert "GPU checks on CPU" in (results / "summary.txt").read_text()
+
+
+def test_a_network_can_name_its_own_modes(tmp_path):
+    # "name=modes" limits that network to those modes; on the CPU only "eager" runs, so a network
+    # asked for "graph" alone measures nothing while the one asked for "eager" measures one case
+    results = tmp_path / "results"
+    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
+                    STAGES="train", NETWORKS="SmallUNet=graph|SmallUNet conditional (200 species)=eager")
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads((results / "bench_train_SmallUNet.json").read_text())["rows"] == []
+    rows = json.loads((results / "bench_train_SmallUNet_conditional__2.json").read_text())["rows"]
+    assert [row["mode"] for row in rows] == ["eager"] and "error" not in rows[0]
