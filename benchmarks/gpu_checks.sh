@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything only a GPU can show, in one prepared run on a lent GPU machine (about 8 minutes on one
-# H100 or H200). Writes raw JSON and logs to benchmarks/results/<date>_<card>/ (RESULTS overrides it)
-# and prints a summary; under the device tool ($OUT set) it also leaves a tarball of them in $OUT.
+# H100 or H200). Writes raw JSON and logs to benchmarks/results/<date>_<UTC time>_<card>/ (RESULTS: a new
+# folder of your own) and prints a summary; under the device tool ($OUT set) it also leaves a tarball in $OUT.
 #
 #   bash benchmarks/gpu_checks.sh                      # on the GPU machine
 #   GPU_CHECKS_DRY_RUN=1 bash benchmarks/gpu_checks.sh # the rehearsal on a CPU: every step at toy size
@@ -31,7 +31,11 @@ if [ "$DRY" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 CARD=$($PY -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')")
 SLUG=$(echo "$CARD" | tr -c 'A-Za-z0-9\n' '_' | sed 's/__*/_/g; s/_$//' | cut -c1-40)
-RESULTS=${RESULTS:-benchmarks/results/$(date -u +%Y-%m-%d)_$SLUG}
+RESULTS=${RESULTS:-benchmarks/results/$(date -u +%Y-%m-%d_%H%M)_$SLUG}
+if [ -n "$(ls -A "$RESULTS" 2>/dev/null)" ]; then  # a summary must never mix two runs' files
+  echo "gpu_checks: $RESULTS already holds files of an earlier run; give RESULTS a new folder" >&2
+  exit 2
+fi
 mkdir -p "$RESULTS"
 : > "$RESULTS/steps.txt"
 SCRATCH=$(mktemp -d)

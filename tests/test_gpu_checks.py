@@ -56,3 +56,16 @@ def test_a_network_can_name_its_own_modes(tmp_path):
     assert json.loads((results / "bench_train_SmallUNet.json").read_text())["rows"] == []
     rows = json.loads((results / "bench_train_SmallUNet_conditional__2.json").read_text())["rows"]
     assert [row["mode"] for row in rows] == ["eager"] and "error" not in rows[0]
+
+
+def test_a_folder_holding_an_earlier_run_is_refused(tmp_path):
+    # the summary reads every JSON in the folder: a second run into it would mix the two
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "bench_train_SmallUNet.json").write_text('{"rows": []}')
+    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
+                    STAGES="fit")
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "already holds files" in done.stderr
+    assert sorted(path.name for path in results.iterdir()) == ["bench_train_SmallUNet.json"]
