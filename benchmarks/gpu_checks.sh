@@ -10,6 +10,7 @@
 #   STAGES=train NETWORKS="BaselineUNet|SmallUNet" MODES="eager graph+compile" bash benchmarks/gpu_checks.sh
 #   STAGES=train NETWORKS="BaselineUNet|ddpm-pytorch Unet(64,(1,2,4,8))=eager graph" bash benchmarks/gpu_checks.sh
 #   STAGES=sample SAMPLE_CASES="conditional-compiled guided-compiled" bash benchmarks/gpu_checks.sh
+#   STAGES=train WINDOW=10 REPEATS=5 DEADLINE=560 bash benchmarks/gpu_checks.sh  # 5 windows of 10 s per case
 #
 # Stages (run in the order STAGES names them): tests (tests/test_gpu.py), sample (bench sample; the
 # cases are ddpm_lib.bench.SAMPLE_CASES), evaluate (bench evaluate), train (bench train: our networks
@@ -78,7 +79,7 @@ if [ "$DRY" = 1 ]; then  # toy sizes: the same commands, seconds on a CPU
 else
   SAMPLE=(--num-samples 2350 --repeats 3)
   EVALUATE=(--num-samples 2350 --steps 50)
-  TRAIN=(--window 1.0 --repeats 3 --profile-best)
+  TRAIN=(--window "${WINDOW:-1.0}" --repeats "${REPEATS:-3}" --profile-best)  # WINDOW=10 REPEATS=5: the full protocol
   TRAIN_NETWORKS=("SmallUNet" "BaselineUNet" "ddpm-pytorch Unet(64,(1,2,4,8))"
                   "diffusers UNet2DModel (DDPM CIFAR-10 config)" "SmallUNet conditional (200 species)")
   FIT=(--steps 4000)
