@@ -363,16 +363,12 @@ def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, bat
                "batch_size": batch or num_samples}
         if compiled and not compile_supported(device):
             continue
-        species = torch.arange(num_samples) % 200 if network == "conditional" else None
-
-        def draw(count_steps):
-            return run.sample(num_samples, sampler=sampler, steps=count_steps, batch_size=batch, species=species,
-                              guidance=guidance, compile_network=compiled)
-
+        how = {"sampler": sampler, "batch_size": batch, "guidance": guidance, "compile_network": compiled,
+               "species": torch.arange(num_samples) % 200 if network == "conditional" else None}
         try:
             started = time.perf_counter()
             if sampler != "ddpm":
-                draw(2)  # warm-up: every batch shape, compiled once
+                run.sample(num_samples, steps=2, **how)  # warm-up: every batch shape, compiled once
                 _sync(device)
             row["setup_s"] = round(time.perf_counter() - started, 1)
             if device.type == "cuda":
@@ -380,7 +376,7 @@ def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, bat
             seconds = []
             for _ in range(1 if sampler == "ddpm" else repeats):
                 started = time.perf_counter()
-                pixels = draw(steps)
+                pixels = run.sample(num_samples, steps=steps, **how)
                 _sync(device)
                 seconds.append(time.perf_counter() - started)
             assert pixels.dtype.name == "uint8" and len(pixels) == num_samples
