@@ -11,11 +11,17 @@ from conftest import child_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def dry_run(results: Path, timeout: int, **settings) -> subprocess.CompletedProcess:
+    """benchmarks/gpu_checks.sh rehearsed on the CPU into ``results``, with extra environment ``settings``."""
+    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
+                    **settings)
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def test_the_gpu_check_script_runs_every_step_at_toy_size(tmp_path):
     results = tmp_path / "results"
-    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable)
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = dry_run(results, 600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     steps = (results / "steps.txt").read_text().splitlines()
     names = [line.split()[0] for line in steps]
@@ -33,10 +39,7 @@ def test_the_gpu_check_script_runs_every_step_at_toy_size(tmp_path):
 
 def test_steps_past_the_deadline_are_skipped_and_the_summary_still_comes(tmp_path):
     results = tmp_path / "results"
-    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
-                    STAGES="fit sample bogus", DEADLINE="30")
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = dry_run(results, 300, STAGES="fit sample bogus", DEADLINE="30")
     assert done.returncode == 0
     steps = (results / "steps.txt").read_text().splitlines()
     assert [line.split()[0] for line in steps] == ["bench_fit", "bench_sample", "unknown"]  # in the order given
@@ -48,10 +51,7 @@ def test_a_network_can_name_its_own_modes(tmp_path):
     # "name=modes" limits that network to those modes; on the CPU only "eager" runs, so a network
     # asked for "graph" alone measures nothing while the one asked for "eager" measures one case
     results = tmp_path / "results"
-    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
-                    STAGES="train", NETWORKS="SmallUNet=graph|SmallUNet conditional (200 species)=eager")
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = dry_run(results, 300, STAGES="train", NETWORKS="SmallUNet=graph|SmallUNet conditional (200 species)=eager")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads((results / "bench_train_SmallUNet.json").read_text())["rows"] == []
     rows = json.loads((results / "bench_train_SmallUNet_conditional__2.json").read_text())["rows"]
@@ -63,9 +63,6 @@ def test_a_folder_holding_an_earlier_run_is_refused(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "bench_train_SmallUNet.json").write_text('{"rows": []}')
-    env = child_env(GPU_CHECKS_DRY_RUN="1", RESULTS=str(results), PYTHONPATH=str(ROOT), PYTHON=sys.executable,
-                    STAGES="fit")
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = dry_run(results, 120, STAGES="fit")
     assert done.returncode == 2 and "already holds files" in done.stderr
     assert sorted(path.name for path in results.iterdir()) == ["bench_train_SmallUNet.json"]
