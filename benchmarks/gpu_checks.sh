@@ -13,7 +13,7 @@
 #   STAGES=train WINDOW=10 REPEATS=5 DEADLINE=560 bash benchmarks/gpu_checks.sh  # 5 windows of 10 s per case
 #
 # Stages (run in the order STAGES names them): tests (tests/test_gpu.py), sample (bench sample; the
-# cases are ddpm_lib.bench.SAMPLE_CASES), evaluate (bench evaluate), train (bench train: our networks
+# cases are SAMPLE_CASES in benchmarks/bench.py), evaluate (bench evaluate), train (bench train: our networks
 # and the peers, a fresh process per network), torchrun (1-process torchrun against a plain run of
 # the same steps), fit (a whole Trainer.fit with the study's settings).
 # The peers (denoising-diffusion-pytorch, diffusers) and torch-fidelity come from wheels in .whl/
@@ -61,7 +61,9 @@ step() {
 
 $PY - > "$RESULTS/environment.json" <<'EOF'
 import json, torch
-from ddpm_lib.bench import environment
+import sys
+sys.path.insert(0, "benchmarks")
+from bench import environment
 from ddpm_lib.device import default_device
 print(json.dumps(environment(default_device()), indent=2))
 EOF
@@ -91,9 +93,9 @@ if [ -n "${NETWORKS:-}" ]; then IFS='|' read -r -a TRAIN_NETWORKS <<< "$NETWORKS
 [ -n "${SAMPLE_CASES:-}" ] && SAMPLE+=(--cases $SAMPLE_CASES)  # default: bench sample's own
 
 stage_tests() { step gpu_tests 200 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py; }
-stage_sample() { step bench_sample 220 $PY -m ddpm_lib bench sample "${SAMPLE[@]}" --out "$RESULTS/bench_sample.json"; }
+stage_sample() { step bench_sample 220 $PY benchmarks/bench.py sample "${SAMPLE[@]}" --out "$RESULTS/bench_sample.json"; }
 stage_evaluate() {
-  step bench_evaluate 150 $PY -m ddpm_lib bench evaluate "${EVALUATE[@]}" --out "$RESULTS/bench_evaluate.json"
+  step bench_evaluate 150 $PY benchmarks/bench.py evaluate "${EVALUATE[@]}" --out "$RESULTS/bench_evaluate.json"
 }
 stage_train() {  # a fresh process per network, so every memory peak is its own
   local entry network slug sizes modes
@@ -104,7 +106,7 @@ stage_train() {  # a fresh process per network, so every memory peak is its own
     sizes=(--batch-sizes 128)
     case "$network" in SmallUNet) sizes=(--batch-sizes 32 128) ;; "SmallUNet conditional"*) sizes=(--batch-sizes 32) ;; esac
     [ "$DRY" = 1 ] && sizes=()
-    step "bench_train_$slug" 240 $PY -m ddpm_lib bench train --networks "$network" "${sizes[@]}" "${TRAIN[@]}" \
+    step "bench_train_$slug" 240 $PY benchmarks/bench.py train --networks "$network" "${sizes[@]}" "${TRAIN[@]}" \
       "${modes[@]}" --out "$RESULTS/bench_train_$slug.json"
   done
 }
@@ -122,7 +124,7 @@ stage_torchrun() {  # the same short run, plainly and under a 1-process torchrun
   done
   unset DDPM_ROOT
 }
-stage_fit() { step bench_fit 150 $PY -m ddpm_lib bench fit "${FIT[@]}" --out "$RESULTS/bench_fit.json"; }
+stage_fit() { step bench_fit 150 $PY benchmarks/bench.py fit "${FIT[@]}" --out "$RESULTS/bench_fit.json"; }
 
 for stage in $STAGES; do
   case "$stage" in

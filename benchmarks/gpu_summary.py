@@ -41,7 +41,7 @@ def best(rows: list[dict], network: str, batch: int) -> dict | None:
 
 
 def sampling(rows: list[dict], case: str) -> float | None:
-    """Seconds of a ``bench sample`` case (a name of ddpm_lib.bench.SAMPLE_CASES)."""
+    """Seconds of a ``bench sample`` case (a name of SAMPLE_CASES in benchmarks/bench.py)."""
     for row in rows:
         if row.get("case") == case and "seconds_median" in row:
             return row["seconds_median"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ddpm_lib prepare | train | sample | evaluate | notebooks | summary | demo | bench |
+"""Command line: ``python -m ddpm_lib prepare | train | sample | evaluate | notebooks | summary | demo |
 colab-links``.
 
 * ``prepare``: download (or find, or synthesise) CUB-200-2011, extract it safely, crop, resize and
@@ -7,12 +7,12 @@ colab-links``.
   latest`` (the default) continues a killed run, a finished run is reused.
 * ``sample``: draw images from a trained run's EMA weights (PNG grid + uint8 ``.npz``), with DDPM,
   DDIM or DPM-Solver++; ``--species NAME --guidance W`` for a conditional run.
-* ``evaluate``: KID / FID of a trained run's samples against the test split (``ddpm_lib.metrics``).
+* ``evaluate``: score a trained run with the profile's sampler settings against the test split: species-classifier
+  features, the recognisable-bird rate, KID / FID (``ddpm_lib.evaluation.scoring``).
 * ``notebooks``: execute the notebooks in order under a profile (papermill); ``summary``: what
   such a run wrote, and where (``ddpm_lib.pipeline``).
 * ``colab-links``: point the "Open in Colab" badges and each notebook's set-up cell at the repository
   (``[project.urls] Repository`` in ``pyproject.toml``, or ``--repo``), after the repository moves.
-* ``bench train | sample``: images/s of the training step, seconds of sampling (``ddpm_lib.bench``).
 * ``demo``: the main job on the embedded synthetic data: build the synthetic CUB-format archive,
   run it through the real preprocessing, train the profile's network, sample from the EMA weights,
   and write grids, metrics and checkpoints under ``runs/<profile>/demo/``.
@@ -26,14 +26,14 @@ import time
 
 import torch
 
-from . import paths
-from .config import get_profile, run_name
-from .data.cub import CROPS, NON_RGB_POLICIES, SOURCES, load_cache
-from .data.download import CUB_MD5
-from .data.prepare import options_from_config, prepare
-from .models import MODEL_NAMES
-from .sampling import SAMPLERS
-from .schedules import SCHEDULE_NAMES
+from ddpm_lib import paths
+from ddpm_lib.config import get_profile, run_name
+from ddpm_lib.data.cub import CROPS, NON_RGB_POLICIES, SOURCES, load_cache
+from ddpm_lib.data.download import CUB_MD5
+from ddpm_lib.data.prepare import options_from_config, prepare
+from ddpm_lib.math.sampling import SAMPLERS
+from ddpm_lib.math.schedules import SCHEDULE_NAMES
+from ddpm_lib.models import MODEL_NAMES
 
 
 def run_prepare(args) -> int:
@@ -53,30 +53,60 @@ def run_prepare(args) -> int:
     return 0
 
 
+def parse_settings(pairs: list[str] | None) -> dict:
+    """``["train.lr=1e-3", "model.attention=True"]`` -> ``{"train.lr": 0.001, "model.attention": True}``
+    (values read as Python literals where they are one, else as text)."""
+    import ast
+
+    values = {}
+    for pair in pairs or []:
+        key, equals, text = pair.partition("=")
+        if not equals:
+            raise ValueError(f"--set {pair!r}: write it as section.key=value, e.g. train.lr=1e-3")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    return values
+
+
 def configure(args):
-    """The profile's config with the command line's overrides applied (and validated)."""
+    """The profile's config with the command line's changes, through ``Config.override`` (checked)."""
     config = get_profile(args.profile, model=getattr(args, "model", None))
+    changes = {}
     if getattr(args, "attention", False):
-        config.model.attention = True
+        changes["model.attention"] = True
     if getattr(args, "schedule", None):
-        config.diffusion.schedule = args.schedule
+        changes["diffusion.schedule"] = args.schedule
     if getattr(args, "num_classes", None) is not None:
-        config.model.num_classes = args.num_classes
+        changes["model.num_classes"] = args.num_classes
     if getattr(args, "train_steps", None) is not None:
-        config.train.steps, config.train.epochs = args.train_steps, None
-    if getattr(args, "batch_size", None) is not None:
-        config.train.batch_size = args.batch_size
+        changes.update({"train.steps": args.train_steps, "train.epochs": None})
+    if getattr(args, "batch_size", None) is not None and args.command in ("train", "demo"):
+        changes["train.batch_size"] = args.batch_size
     if getattr(args, "no_cuda_graph", False):
-        config.train.cuda_graph = False
+        changes["train.cuda_graph"] = False
     if getattr(args, "no_compile", False):
-        config.train.compile = False
-    return config.validate()
+        changes["train.compile"] = False
+    return config.override({**changes, **parse_settings(getattr(args, "set", None))})
+
+
+def sampler_spec(base, args):
+    """The sampler setting to use: the run's profile's (``config.sample``) with the options given. A
+    sampler other than the profile's keeps only what it takes (DDPM: all T steps; eta: DDIM only)."""
+    changes = {key: getattr(args, key) for key in ("sampler", "steps", "eta", "guidance")
+               if getattr(args, key, None) is not None}
+    if changes.get("sampler", base.sampler) != base.sampler:
+        changes.setdefault("eta", 0.0)
+        if changes["sampler"] == "ddpm" or base.sampler == "ddpm":
+            changes.setdefault("steps", None)
+    return base.replace(**changes)
 
 
 def run_train(args) -> int:
     """Train one run; under ``torchrun --nproc_per_node=N`` the N processes share the work (DDP)."""
-    from .distributed import init_from_environment
-    from .experiment import run_experiment
+    from ddpm_lib.engine.distributed import init_from_environment
+    from ddpm_lib.experiment import run_experiment
 
     config = configure(args)
     context = init_from_environment(args.device)
@@ -96,7 +126,7 @@ def run_train(args) -> int:
 
 def _load_run(args):
     """The trained run the command line names: ``--run-name``, else the name the network flags give."""
-    from .experiment import load_run
+    from ddpm_lib.experiment import load_run
 
     config = configure(args)
     name = args.run_name or run_name(config)
@@ -109,7 +139,7 @@ def _load_run(args):
 
 def _species(run, args):
     """The species labels ``--species`` asks for (a name or an index), or None."""
-    from .experiment import species_index
+    from ddpm_lib.experiment import species_index
 
     if args.species is None:
         return None
@@ -121,63 +151,60 @@ def _species(run, args):
 def run_sample(args) -> int:
     import numpy as np
 
-    from .transforms import nhwc_to_nchw
-    from .viz import save_image_grid
+    from ddpm_lib.show.viz import save_image_grid
+    from ddpm_lib.transforms import nhwc_to_nchw
 
     run = _load_run(args)
     species = _species(run, args)
-    guidance = args.guidance if species is not None else None
-    started = time.perf_counter()
-    pixels = run.sample(args.num_samples, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-                        species=species, guidance=guidance, compile_network=args.compile)
-    seconds = time.perf_counter() - started
-    label = run.sampler_label(args.sampler, args.steps, args.eta, guidance).replace(" ", "_")
-    if species is not None:
-        label += f"_species{species}"
-    out = run.run_dir / "samples" / f"{label}_n{args.num_samples}"
+    batching = {"batch_size": args.batch_size} if args.batch_size else {}
+    drawn = run.sample(args.num_samples, sampler_spec(run.config.sample, args), seed=args.seed, labels=species,
+                       compile_network=args.compile, **batching)
+    label = drawn.spec.name.replace(" ", "_").replace("=", "")
+    if run.config.model.num_classes is not None:
+        label += f"_species{species}" if species is not None else "_unconditional"
+    out = run.run_dir / "samples" / f"{label}_n{args.num_samples}_seed{args.seed}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out.with_suffix(".npz"), images=pixels)
-    save_image_grid(nhwc_to_nchw(pixels[:64]), out.with_suffix(".png"))
+    np.savez_compressed(out.with_suffix(".npz"), images=drawn.images)
+    save_image_grid(nhwc_to_nchw(drawn.images[:64]), out.with_suffix(".png"))
     shown = f" of {run.species_names[species]}" if species is not None and run.species_names else ""
-    print(f"{args.num_samples} samples{shown} in {seconds:.1f} s -> {out.with_suffix('.npz')}, "
-          f"{out.with_suffix('.png')}")
+    print(f"{args.num_samples} samples{shown} with {drawn.spec.name} in {drawn.seconds:.1f} s -> "
+          f"{out.with_suffix('.npz')}, {out.with_suffix('.png')}")
     return 0
 
 
 def run_evaluate(args) -> int:
     import json
 
-    import numpy as np
-
-    from .data.prepare import prepare_from_config
-    from .metrics import evaluate_run, real_cache_name
+    from ddpm_lib.evaluation.scoring import evaluate
+    from ddpm_lib.experiment import yardstick
+    from ddpm_lib.show.reporting import text_table
 
     run = _load_run(args)
-    cache_path = prepare_from_config(run.config.data, progress=False, data_dir=args.data_dir)
-    split = run.config.data.split
-    test = load_cache(cache_path).test_images(split)
-    result = evaluate_run(run, test, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                          num_samples=args.num_samples, weights=args.weights, device=args.device,
-                          compile_network=args.compile, save_dir=run.run_dir / "evaluation",
-                          real_cache_name=real_cache_name(cache_path, split))
-    result.pop("samples")
-    result = {"run": run.run_dir.name, "profile": run.config.profile, **result}
+    settings = run.config.evaluation
+    given = any(getattr(args, key) is not None for key in ("sampler", "steps", "eta", "guidance"))
+    specs = [sampler_spec(run.config.sample, args)] if given else settings.samplers_for(run.config.model.name)
+    stick = yardstick(run.config, weights=args.weights, data_dir=args.data_dir, device=args.device, progress=False)
+    result = evaluate({run.run_dir.name: run}, specs, stick.reference, stick.classifier,
+                      args.num_samples or settings.num_samples, settings.seed, inception=stick.inception,
+                      compile_network=args.compile, save_dir=run.run_dir / "evaluation")
     log = run.run_dir / "evaluation" / "results.jsonl"
     with open(log, "a") as handle:
-        handle.write(json.dumps(result) + "\n")
-    print(json.dumps(result, indent=2, default=lambda v: float(v) if isinstance(v, np.floating) else str(v)))
+        for row in result.rows + result.references:
+            handle.write(json.dumps({"profile": run.config.profile, **row}) + "\n")
+    print(text_table(result.table()))
+    print(f"Inception: {stick.inception.label}; rows appended to {log}")
     return 0
 
 
 def run_pipeline(args) -> int:
-    from .pipeline import run_notebooks
+    from ddpm_lib.pipeline import run_notebooks
 
     run_notebooks(get_profile(args.profile).profile, args.only)
     return 0
 
 
 def run_summary(args) -> int:
-    from .pipeline import summary
+    from ddpm_lib.pipeline import summary
 
     config = get_profile(args.profile)
     print(summary(config.profile, config.data.source))
@@ -185,10 +212,10 @@ def run_summary(args) -> int:
 
 
 def run_demo(args) -> int:
-    from .experiment import load_training_data, run_experiment
-    from .models import count_parameters
-    from .transforms import nhwc_to_nchw
-    from .viz import save_image_grid
+    from ddpm_lib.experiment import load_training_data, run_experiment
+    from ddpm_lib.models import count_parameters
+    from ddpm_lib.show.viz import save_image_grid
+    from ddpm_lib.transforms import nhwc_to_nchw
 
     config = configure(args)
     if config.data.source != "synthetic":
@@ -203,9 +230,10 @@ def run_demo(args) -> int:
     print(f"[2/3] training {config.model.name} for {config.train.total_steps(len(data.images))} steps ...")
     run = run_experiment(config, "demo", retrain=True, device=args.device)
     print(f"      {count_parameters(run.model):,} parameters")
-    print(f"[3/3] sampling {config.sample.num_samples} images with {run.sampler_label()} from the EMA weights ...")
-    pixels = run.sample(config.sample.num_samples, seed=config.train.seed)
-    save_image_grid(nhwc_to_nchw(pixels), run_dir / "samples.png", columns=6)
+    count = config.train.num_grid_samples
+    print(f"[3/3] sampling {count} images with {config.sample.name} from the EMA weights ...")
+    pixels = run.sample(count, seed=config.train.seed).images
+    save_image_grid(nhwc_to_nchw(pixels), run_dir / "samples.png")
     print(f"done in {time.perf_counter() - started:.0f} s. Wrote to {run_dir}:")
     for path in sorted(run_dir.rglob("*")):
         if path.is_file() and "wandb" not in path.parts and "set-aside" not in path.parts:
@@ -214,7 +242,7 @@ def run_demo(args) -> int:
 
 
 def run_colab_links(args) -> int:
-    from .colab import project_url, update_links
+    from ddpm_lib.colab import project_url, update_links
 
     url = args.repo or project_url()
     changed = update_links(url, branch=args.branch)
@@ -225,10 +253,6 @@ def run_colab_links(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
-
-        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="download / extract / preprocess CUB (or the synthetic replica)")
@@ -251,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--num-classes", type=int, default=None, help="species to condition on (CUB: 200)")
         sub.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
         sub.add_argument("--data-dir", default=None, help="a CUB archive or folder (as for prepare)")
+        sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                         help="change any config value, e.g. --set train.lr=1e-3 (repeatable)")
 
     for name, help_text in (("train", "train a network"), ("demo", "the main job on the synthetic data")):
         sub = commands.add_parser(name, help=help_text)
@@ -267,28 +293,31 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--retrain", action="store_true", help="train again even if the run is finished")
             sub.add_argument("--checkpoint-dir", default=None, help="e.g. a Google Drive folder")
     for name, help_text in (("sample", "draw images from a trained run's EMA weights"),
-                            ("evaluate", "KID / FID of a trained run against the test split")):
+                            ("evaluate", "score a trained run against the test split (species features, KID, FID)")):
         sub = commands.add_parser(name, help=help_text)
         network_options(sub, "of the run (to find its default name)")
         sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/ (default: as train names it)")
-        sub.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddpm, ddim or dpmpp (DPM-Solver++)")
-        sub.add_argument("--steps", type=int, default=50, help="DDIM / DPM-Solver++ steps")
-        sub.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+        defaults = "default: the profile's sample setting" if name == "sample" else "default: the profile's settings"
+        sub.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"ddpm, ddim or dpm_solver ({defaults})")
+        sub.add_argument("--steps", type=int, default=None, help="DDIM / DPM-Solver++ network calls")
+        sub.add_argument("--eta", type=float, default=None, help="DDIM's noise: 0 deterministic, 1 as DDPM")
+        sub.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w "
+                                                                      "(labelled draws of a conditional run)")
         sub.add_argument("--compile", action="store_true", help="compile the network (CUDA)")
         if name == "sample":
-            sub.add_argument("--num-samples", type=int, default=64)
-            sub.add_argument("--seed", type=int, default=0)
+            sub.add_argument("-n", "--num-samples", type=int, default=64)
+            sub.add_argument("--seed", type=int, default=0, help="image i comes from image_seed(seed, i)")
+            sub.add_argument("--batch-size", type=int, default=None, help="images per sampling batch (default: 256)")
             sub.add_argument("--species", default=None, help="a conditional run's species: a name or an index")
-            sub.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance weight w")
         else:
-            sub.add_argument("--num-samples", type=int, default=None, help="default: the test-set size")
+            sub.add_argument("--num-samples", type=int, default=None, help="default: the profile's (the test-set "
+                                                                          "size)")
             sub.add_argument("--weights", default=None, help="Inception weights file (or $DDPM_INCEPTION_WEIGHTS)")
     notebooks = commands.add_parser("notebooks", help="execute the notebooks in order under a profile (papermill)")
     notebooks.add_argument("--profile", default=None)
     notebooks.add_argument("--only", nargs="*", default=None, help="names such as 03_baseline_unet")
     summary = commands.add_parser("summary", help="what a run of the notebooks wrote, and where")
     summary.add_argument("--profile", default=None)
-    commands.add_parser("bench", help="benchmarks: `bench train --help`, `bench sample --help`")
     links = commands.add_parser("colab-links", help="point the README's and notebooks' Colab badges and set-up "
                                                     "cells at a repository")
     links.add_argument("--repo", default=None, help="https://github.com/<org>/<repo> (default: pyproject.toml's)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import DiffusionConfig, ModelConfig
-from .data.cub import DEFAULT_IMAGE_SIZE
-from .diffusion import GaussianDiffusion
-from .models import BaselineUNet, SmallUNet
-from .schedules import get_named_schedule
+from ddpm_lib.config import DiffusionConfig, ModelConfig
+from ddpm_lib.data.cub import DEFAULT_IMAGE_SIZE
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.schedules import get_named_schedule
+from ddpm_lib.models import BaselineUNet, SmallUNet
 
 
 def build_model(config: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> nn.Module:

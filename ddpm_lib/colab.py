@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .pipeline import NOTEBOOKS
+from ddpm_lib.pipeline import NOTEBOOKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DRIVE_FOLDER = "MyDrive/ddpm-cub"  # under the Drive mount point
@@ -71,7 +71,7 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
     would be lost to the running notebooks): the error says what to move. Returns
     ``{path in the repository: where it now points}``.
     """
-    from .data.download import ARCHIVE_NAME
+    from ddpm_lib.data.download import ARCHIVE_NAME
 
     targets = {
         repo_root / "runs": drive_root / "runs",
@@ -105,7 +105,7 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
 def unlink_drive(repo_root: Path) -> list[Path]:
     """Remove the links :func:`link_to_drive` made (Drive is not mounted this time): the notebooks then
     write into the runtime instead of failing on a dangling link. Returns the removed links."""
-    from .data.download import ARCHIVE_NAME
+    from ddpm_lib.data.download import ARCHIVE_NAME
 
     removed = []
     for link in (repo_root / "runs", repo_root / "data" / "processed", repo_root / "data" / "raw" / ARCHIVE_NAME):
@@ -117,7 +117,7 @@ def unlink_drive(repo_root: Path) -> list[Path]:
 
 def describe_device() -> tuple[bool, str]:
     """``(has_gpu, a line for the user)``: the GPU, its memory and precision, or a plain warning."""
-    from .device import default_device, describe
+    from ddpm_lib.device import default_device, describe
 
     device = default_device()
     if device.type != "cuda":

@@ -22,13 +22,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import study
-from .data.cub import CROPS, DEFAULT_IMAGE_SIZE, NON_RGB_POLICIES, SOURCES, SPLITS, check_image_size
-from .device import PRECISIONS
-from .diffusion import LOSS_TYPES, PREDICTION_TYPES
-from .models import MODEL_NAMES
-from .sampling import SAMPLERS
-from .schedules import SCHEDULE_NAMES
+from ddpm_lib import study
+from ddpm_lib.data.cub import CROPS, DEFAULT_IMAGE_SIZE, NON_RGB_POLICIES, SOURCES, SPLITS, check_image_size
+from ddpm_lib.device import PRECISIONS
+from ddpm_lib.math.diffusion import LOSS_TYPES, PREDICTION_TYPES
+from ddpm_lib.math.sampling import SamplerSpec
+from ddpm_lib.math.schedules import SCHEDULE_NAMES
+from ddpm_lib.models import MODEL_NAMES
 
 PROFILES = ("smoke", "demo", "colab", "full")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -121,6 +121,9 @@ class TrainConfig:
     ema_warmup: bool = True  # decay min(ema_decay, (1+n)/(10+n)): short runs are not stuck near the init
     label_dropout: float = 0.1  # conditional runs: share of each batch trained with the "no label" index
     init_from: str | None = None  # a finished run of the same profile whose EMA weights start this one (fine-tuning)
+    # training length of the study's side runs where a profile shortens them: {"attention": steps,
+    # "other_schedule": steps} (notebooks 04-06; experiment.study_configs); a missing entry: steps
+    comparison_steps: dict = field(default_factory=dict)
     precision: str = "auto"  # "auto": bf16 where native, fp16 + GradScaler on older GPUs, fp32 on CPU
     cuda_graph: bool = True  # capture the whole step in a CUDA graph on CUDA (never on the CPU)
     channels_last: bool = True  # NHWC memory layout (on CUDA; on the CPU where it measured faster)
@@ -145,6 +148,9 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, f"train.precision={self.precision!r}: use one of {PRECISIONS}")
         _check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip={self.grad_clip}: must be > 0")
         _check(self.log_every >= 1 and self.checkpoint_every >= 1, "train.log_every and checkpoint_every must be >= 1")
+        _check(set(self.comparison_steps) <= {"attention", "other_schedule"}
+               and all(isinstance(v, int) and v >= 1 for v in self.comparison_steps.values()),
+               f"train.comparison_steps={self.comparison_steps}: {{'attention' | 'other_schedule': steps >= 1}}")
         _check(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints}: must be >= 1")
         _check(self.wandb in WANDB_MODES, f"train.wandb={self.wandb!r}: use one of {WANDB_MODES}")
 
@@ -161,19 +167,48 @@ class TrainConfig:
         return math.ceil(self.epochs * num_train_images / self.batch_size)
 
 
+def _spec(value) -> SamplerSpec:
+    """A sampler setting from a spec, its dict or its name ("DDIM-50 eta 1"), the old spelling of
+    DPM-Solver++ ("dpmpp") and the old ``num_samples`` field of saved configs translated."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "num_samples"}
+        value["sampler"] = {"dpmpp": "dpm_solver"}.get(value.get("sampler"), value.get("sampler"))
+    try:
+        return SamplerSpec.parse(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"bad config value: {error}") from None
+
+
 @dataclass
-class SampleConfig:
-    sampler: str = "ddim"  # "ddpm" (all T steps), "ddim" or "dpmpp" (DPM-Solver++)
-    steps: int = study.TABLE1["ddim_steps"]  # DDIM / DPM-Solver++ steps (the study's Table 1: 5)
-    eta: float = 0.0  # DDIM stochasticity, 0 = deterministic
-    guidance: float = 3.0  # classifier-free guidance weight w for conditional runs (1: plain conditional)
-    num_samples: int = 64  # images drawn for grids
+class EvaluationConfig:
+    # the sampler settings scored for every compared run (notebook 06, `evaluate`); the study: DDIM-5
+    samplers: list[SamplerSpec] = field(default_factory=lambda: [_spec(name) for name in (
+        "DDPM", "DDIM-5", "DDIM-50", "DPM-Solver++-10", "DPM-Solver++-20", "DDIM-50 eta 1")])
+    num_samples: int | None = None  # generated images per setting (None: as many as the test split)
+    inception_samples: int | None = None  # of those, how many Inception scores (None: all)
+    inception_first_sampler_only: bool = False  # Inception for each run's first setting only (CPU profiles)
+    first_sampler_only: tuple[str, ...] = ()  # networks (model.name) scored with the first setting only
+    classifier_steps: int = 6_000  # AdamW steps of the species classifier (evaluation/classifier.py)
+    seed: int = 0  # seeds the samples and the reference subsets
 
     def __post_init__(self):
-        _check(self.sampler in SAMPLERS, f"sample.sampler={self.sampler!r}: use one of {SAMPLERS}")
-        _check(self.steps >= 1, f"sample.steps={self.steps}: must be >= 1")
-        _check(0.0 <= self.eta <= 1.0, f"sample.eta={self.eta}: in [0, 1]")
-        _check(self.guidance >= 0.0, f"sample.guidance={self.guidance}: must be >= 0")
+        self.samplers = [_spec(value) for value in self.samplers]
+        self.first_sampler_only = tuple(self.first_sampler_only)
+        _check(len(self.samplers) >= 1, "evaluation.samplers: name at least one sampler setting")
+        _check(self.num_samples is None or self.num_samples >= 2, f"evaluation.num_samples={self.num_samples}: >= 2")
+        _check(self.inception_samples is None or self.inception_samples >= 2,
+               f"evaluation.inception_samples={self.inception_samples}: >= 2")
+        _check(all(name in MODEL_NAMES for name in self.first_sampler_only),
+               f"evaluation.first_sampler_only={self.first_sampler_only}: names from {MODEL_NAMES}")
+        _check(self.classifier_steps >= 1, f"evaluation.classifier_steps={self.classifier_steps}: must be >= 1")
+
+    def samplers_for(self, model_name: str) -> list[SamplerSpec]:
+        """The settings a run of ``model_name`` is scored with: all, or the first (:attr:`first_sampler_only`)."""
+        return self.samplers[:1] if model_name in self.first_sampler_only else list(self.samplers)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
+            "sample": SamplerSpec, "evaluation": EvaluationConfig}
 
 
 @dataclass
@@ -183,7 +218,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    # how this profile samples a trained run: training's grids, `sample`, the notebooks' pictures; its
+    # guidance w applies to labelled draws of a conditional run (the study: DDIM-5, unconditional)
+    sample: SamplerSpec = field(default_factory=lambda: SamplerSpec("ddim", steps=study.TABLE1["ddim_steps"]))
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -196,14 +234,14 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict) -> Config:
         """Rebuild a config from :meth:`to_dict`'s output; unknown keys are an error."""
-        sections = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig,
-                    "train": TrainConfig, "sample": SampleConfig}
         kwargs = {}
         for key, value in values.items():
             if key == "profile":
                 kwargs[key] = value
-            elif key in sections:
-                kwargs[key] = _build_section(sections[key], key, value)
+            elif key == "sample":
+                kwargs[key] = _spec(value)
+            elif key in SECTIONS:
+                kwargs[key] = _build_section(SECTIONS[key], key, value)
             else:
                 raise ValueError(f"bad config: unknown section {key!r}")
         return cls(**kwargs)
@@ -214,10 +252,38 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def validate(self) -> Config:
-        """Check every section again (after values were changed by hand or on the command line)."""
-        for section in (self.data, self.model, self.diffusion, self.train, self.sample):
+        """Check every section again (after values were changed by hand)."""
+        for section in (self.data, self.model, self.diffusion, self.train, self.evaluation):
             section.__post_init__()
+        self.sample = _spec(self.sample)
         return self
+
+    def override(self, values: dict | None = None) -> Config:
+        """A checked copy with ``{"section.key": value}`` entries replaced: the one way the command line,
+        the notebooks' parameters cells and the benchmarks change a profile.
+
+        ``"sample"`` takes a whole sampler setting (a spec, its dict or its name, ``"DDIM-50 eta 1"``);
+        ``"sample.steps"`` and the like change one field of it. An unknown section or key is an error
+        that lists the known ones. Example: ``config.override({"train.lr": 1e-3, "model.attention": True})``.
+        """
+        data = self.to_dict()
+        for key, value in (values or {}).items():
+            section, _, name = str(key).partition(".")
+            if section == "profile" and not name:
+                data["profile"] = value
+                continue
+            if section not in SECTIONS:
+                raise ValueError(f"bad override {key!r}: the sections are {', '.join(SECTIONS)}")
+            if section == "sample" and not name:
+                data["sample"] = _spec(value).to_dict()
+                continue
+            known = [f.name for f in dataclasses.fields(SECTIONS[section])]
+            if name not in known:
+                raise ValueError(f"bad override {key!r}: section {section!r} has {', '.join(known)}")
+            if section == "evaluation" and name == "samplers":
+                value = [_spec(v).to_dict() for v in value]
+            data[section][name] = value
+        return Config.from_dict(data)
 
 
 # What makes a run what it is: a checkpoint whose config differs from the requested one in any key
@@ -263,58 +329,33 @@ def _build_section(section_cls, name: str, values: dict):
     return section_cls(**values)
 
 
-# Training length (optimizer steps) of a network whose cost per image does not suit its profile's
-# default: the 26.6M-parameter BaselineUNet costs ~8x the SmallUNet per image (54 vs 6.85 GFLOP).
-MODEL_STEPS = {"demo": {"baseline_unet": 40}, "colab": {"baseline_unet": 4_000}}
-# The sampler settings notebook 06 scores, as [sampler, steps] or [sampler, steps, eta] (steps: DDIM
-# or DPM-Solver++ network calls; DDPM always takes T; eta: DDIM's noise, 0 when left out). DDPM-1000
-# on 2,350 images took 35 s on an H200 (bf16, compiled); on a T4 it would take the better part of an
-# hour (an estimate from the H200's time and the cards' bandwidth), so the colab and demo profiles
-# leave it out. DPM-Solver++ is scored at 10 and 20 steps wherever DDIM is, and stochastic DDIM-50
-# (eta 1) beside the deterministic samplers: on the demo's CPU-trained SmallUNet its fresh noise at
-# every step raised the recognisable-bird rate from 54% (DPM-Solver++-20) to 81% (benchmarks/RESULTS.md).
-EVAL_SAMPLERS = {
-    "smoke": [["ddpm", 0], ["ddim", 5], ["ddim", 50], ["dpmpp", 10], ["dpmpp", 20], ["ddim", 5, 1.0]],
-    "demo": [["ddim", 20], ["dpmpp", 10], ["dpmpp", 20], ["ddim", 50, 1.0]],
-    "colab": [["ddim", 5], ["ddim", 50], ["dpmpp", 10], ["dpmpp", 20], ["ddim", 50, 1.0]],
-    "full": [["ddpm", 0], ["ddim", 5], ["ddim", 50], ["dpmpp", 10], ["dpmpp", 20], ["ddim", 50, 1.0]],
-}
-
-
-# Training steps of the species classifier (classifier.py) that scores samples offline: seconds on a
-# CPU at 32 px (a classifier with 100% test accuracy on the synthetic species), about a minute on a
-# GPU at 64 px for real CUB's 200 species.
-CLASSIFIER_STEPS = {"smoke": 80, "demo": 400, "colab": 3_000, "full": 6_000}
-
-
 def get_profile(name: str | None = None, model: str | None = None) -> Config:
     """The named profile's config; ``name`` defaults to ``$DDPM_PROFILE``, else ``"demo"``.
 
-    ``model`` ("small_unet" or "baseline_unet") picks the network, with that network's training
-    length where the profile sets one (:data:`MODEL_STEPS`).
+    ``model`` ("small_unet" or "baseline_unet") picks the network, with the training length the
+    profile gives that network (the BaselineUNet costs ~8x the SmallUNet per image: 54 against 6.85
+    GFLOP, so the CPU and T4 profiles train it for fewer steps).
     """
-    config = _profile(name or os.environ.get("DDPM_PROFILE") or "demo")
+    name = name or os.environ.get("DDPM_PROFILE") or "demo"
     if model is not None:
         _check(model in MODEL_NAMES, f"model={model!r}: use one of {MODEL_NAMES}")
-        config.model.name = model
-        steps = MODEL_STEPS.get(config.profile, {}).get(model)
-        if steps is not None:
-            config.train.steps, config.train.epochs = steps, None
-            config.train.log_every = min(config.train.log_every, max(1, steps // 8))  # a curve, not one point
-    return config
+    return _profile(name, model or ModelConfig.name)
 
 
-def _profile(name: str) -> Config:
+def _profile(name: str, model: str) -> Config:
+    baseline = model == "baseline_unet"
     if name == "smoke":
         return Config(
             profile="smoke",
             data=DataConfig(source="synthetic", image_size=32, num_synthetic_images=48, num_synthetic_classes=4),
-            model=ModelConfig(widths=(8, 16, 24), block_depth=1, base_channels=16, channel_mults=(1, 2, 2),
+            model=ModelConfig(name=model, widths=(8, 16, 24), block_depth=1, base_channels=16, channel_mults=(1, 2, 2),
                               num_res_blocks=1),
             diffusion=DiffusionConfig(num_steps=100),
             train=TrainConfig(batch_size=16, lr=1e-3, steps=20, log_every=5, checkpoint_every=10, sample_every=20,
                               num_grid_samples=8, wandb="disabled"),
-            sample=SampleConfig(steps=5, num_samples=8),
+            sample=SamplerSpec("ddim", steps=5, guidance=3.0),
+            evaluation=EvaluationConfig(samplers=["DDPM", "DDIM-5", "DDIM-50", "DPM-Solver++-10", "DPM-Solver++-20",
+                                                  "DDIM-5 eta 1"], classifier_steps=80),
         )
     if name == "demo":
         # Sized for `make demo` on 2 CPU cores (under 15 min for all seven notebooks): one SmallUNet
@@ -324,28 +365,44 @@ def _profile(name: str) -> Config:
         # training into birds; a cosine learning-rate decay gives the last steps their polish. Batch 32
         # (the study's) for twice the steps of batch 64 costs the same seconds here (the step is
         # compute-bound on 2 cores) and draws better birds; the EMA decay keeps its half-life in images.
+        # The BaselineUNet gets 40 steps: enough to show its loss falling, at ten times the SmallUNet's
+        # cost per step; it draws noise, so it is scored with the first sampler setting only.
+        # DPM-Solver++ is scored at 10 and 20 steps, and stochastic DDIM-50 (eta 1) beside the
+        # deterministic samplers: on the demo's CPU-trained SmallUNet its fresh noise at every step
+        # raised the recognisable-bird rate from 54% (DPM-Solver++-20) to 81% (benchmarks/RESULTS.md).
         return Config(
             profile="demo",
             data=DataConfig(source="synthetic", image_size=32, num_synthetic_images=600, num_synthetic_classes=10),
-            model=ModelConfig(widths=(16, 32, 64, 96), block_depth=1, base_channels=32, channel_mults=(1, 2, 4),
-                              num_res_blocks=1),
+            model=ModelConfig(name=model, widths=(16, 32, 64, 96), block_depth=1, base_channels=32,
+                              channel_mults=(1, 2, 4), num_res_blocks=1),
             diffusion=DiffusionConfig(schedule="cosine", num_steps=1000, prediction="v", loss="mse"),
-            train=TrainConfig(batch_size=32, lr=2e-3, steps=3600, warmup_steps=50, lr_schedule="cosine",
-                              ema_decay=0.9975, log_every=200, checkpoint_every=600, sample_every=1200),
-            sample=SampleConfig(sampler="dpmpp", steps=20, num_samples=36),
+            train=TrainConfig(batch_size=32, lr=2e-3, steps=40 if baseline else 3600, warmup_steps=50,
+                              lr_schedule="cosine", ema_decay=0.9975, log_every=5 if baseline else 200,
+                              checkpoint_every=600, sample_every=1200,
+                              comparison_steps={"attention": 200, "other_schedule": 600}),
+            sample=SamplerSpec("dpm_solver", steps=20, guidance=3.0),
+            evaluation=EvaluationConfig(samplers=["DDIM-20", "DPM-Solver++-10", "DPM-Solver++-20", "DDIM-50 eta 1"],
+                                        inception_samples=40, inception_first_sampler_only=True,
+                                        first_sampler_only=("baseline_unet",), classifier_steps=400),
         )
     if name == "colab":
+        # DDPM-1000 on 2,350 images took 35 s on an H200 (bf16, compiled); on a T4 it would take the
+        # better part of an hour (an estimate from the cards' bandwidth), so colab does not score it.
         return Config(
             profile="colab",
             data=DataConfig(source="cub"),
-            model=ModelConfig(),
+            model=ModelConfig(name=model),
             diffusion=DiffusionConfig(schedule="cosine"),
-            train=TrainConfig(batch_size=64, lr=1e-3, steps=12_000, warmup_steps=500, checkpoint_every=1000),
-            sample=SampleConfig(steps=50),
+            train=TrainConfig(batch_size=64, lr=1e-3, steps=4_000 if baseline else 12_000, warmup_steps=500,
+                              checkpoint_every=1000),
+            sample=SamplerSpec("ddim", steps=50, guidance=3.0),
+            evaluation=EvaluationConfig(samplers=["DDIM-5", "DDIM-50", "DPM-Solver++-10", "DPM-Solver++-20",
+                                                  "DDIM-50 eta 1"], classifier_steps=3_000),
         )
     if name == "full":
         # The study's Table 1 (study.TABLE1): batch 32, 200 epochs, lr 3e-4, linear betas 1e-4..0.02
         # over 1000 steps, DDIM-5 (the other defaults of the dataclasses above are the study's too)
-        return Config(profile="full", data=DataConfig(source="cub"),
-                      train=TrainConfig(epochs=study.TABLE1["epochs"]))
+        return Config(profile="full", data=DataConfig(source="cub"), model=ModelConfig(name=model),
+                      train=TrainConfig(epochs=study.TABLE1["epochs"]),
+                      sample=SamplerSpec("ddim", steps=study.TABLE1["ddim_steps"], guidance=3.0))
     raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} (set DDPM_PROFILE)")

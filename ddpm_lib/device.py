@@ -86,7 +86,7 @@ def describe(device) -> str:
     return f"{properties.name}, {properties.total_memory / 2**30:.1f} GiB, {shown}{compiled}"
 
 
-def name(device) -> str:
+def device_name(device) -> str:
     """The card's name, or ``"CPU"``."""
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

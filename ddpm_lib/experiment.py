@@ -5,31 +5,46 @@ the command line share.
 diffusion, and trains, resuming a killed run from its newest checkpoint and reusing a finished run
 instead of training again; a run folder that holds another network, diffusion or data is refused,
 never silently resumed. ``load_run(run_dir)`` gives back a finished run's EMA network, and
-``Run.sample`` is the one way to draw images from a run: it readies the network, sets the clip
-range, picks the precision, dispatches the sampler and returns uint8 images. Training's sample
-grids, ``python -m ddpm_lib sample | evaluate | demo``, ``metrics.evaluate_run`` and the notebooks
-all go through it.
+``Run.sample(n, spec, seed=...)`` is the one way to draw images from a run: it readies the network,
+builds the :class:`~ddpm_lib.math.sampling.Denoiser` (labels, guidance, x0 clipped to the data's
+pixel range, the device's precision), draws each image's noise from its own seed and runs the
+sampler the :class:`~ddpm_lib.math.sampling.SamplerSpec` names. Training's sample grids,
+``python -m ddpm_lib sample | evaluate | demo``, the evaluation and the notebooks all go through it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoints, paths
-from .build import build_diffusion, build_model
-from .config import Config, identity_differences, run_name
-from .data.cub import load_cache
-from .data.prepare import prepare_from_config
-from .device import resolve_device
-from .diffusion import GaussianDiffusion
-from .distributed import barrier, init_from_environment
-from .sampling import prepare_for_sampling, sample_many, sampler_label, standardized_range
-from .train import RunMismatchError, Trainer, TrainResult
-from .transforms import nhwc_to_nchw, to_uint8_hwc
+from ddpm_lib import paths
+from ddpm_lib.build import build_diffusion, build_model
+from ddpm_lib.config import Config, get_profile, identity_differences, run_name
+from ddpm_lib.data.cub import load_cache
+from ddpm_lib.data.prepare import prepare_from_config
+from ddpm_lib.device import choose_precision, compile_supported, resolve_device
+from ddpm_lib.engine import checkpoints
+from ddpm_lib.engine.distributed import barrier, init_from_environment
+from ddpm_lib.engine.train import RunMismatchError, Trainer, TrainResult
+from ddpm_lib.evaluation.classifier import ClassifierSettings, TrainedClassifier, classifier_for
+from ddpm_lib.evaluation.metrics import choose_inception_weights, real_cache_name
+from ddpm_lib.evaluation.scoring import Inception, ReferenceSet
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.sampling import (
+    Denoiser,
+    ImageGenerators,
+    SamplerSpec,
+    Trajectory,
+    image_seed,
+    sample,
+    standardized_range,
+)
+from ddpm_lib.transforms import nhwc_to_nchw, to_uint8_hwc
 
 
 @dataclass
@@ -55,30 +70,32 @@ def load_training_data(config: Config, progress: bool = True, data_dir=None) -> 
                         cache.species_names)
 
 
-def generate(network, diffusion: GaussianDiffusion, mean, std, num_samples: int, image_size: int, *,
-             sampler: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0, batch_size: int | None = 256,
-             labels=None, guidance: float = 1.0, device=None, compile_network: bool = False,
-             precision: str = "auto", return_tensors: bool = False):
-    """Draw images from a network: the code behind :meth:`Run.sample` (and training's grids).
+# Images per sampling batch: bounds the memory (2,350 SmallUNet images in one fp32 batch took 17.6 GB
+# on an H200, more than a T4's 15 GB) and keeps batches large enough to fill a GPU.
+SAMPLING_BATCH_SIZE = 256
 
-    Readies the network (:func:`~ddpm_lib.sampling.prepare_for_sampling`), clips the predicted x0
-    to the data's pixel range, samples in the device's precision from a seeded generator, in
-    batches of ``batch_size`` (None: all at once), and converts to pixels.
 
-    Returns:
-        uint8 images (N, H, W, 3); with ``return_tensors`` also the float32 standardized ones
-        (N, 3, H, W), on the sampling device.
+@dataclass
+class Samples:
+    """Images drawn by :meth:`Run.sample`, and what drew them.
+
+    Attributes:
+        images: uint8 (N, H, W, 3), ready to show, save or score.
+        latents: the sampler's output, float32 (N, 3, H, W) in the standardized data space, on the CPU.
+        spec: the sampler setting that drew them (DDPM's steps resolved to T; guidance 1 for unlabelled draws).
+        seed: the draw's seed; image i's start noise and per-step noise come from ``image_seed(seed, i)``.
+        labels: the species of each image (N,), or None (unconditional).
+        trajectory: x_t and the predicted x0 every ``trajectory_every`` steps, or None.
+        seconds: the wall time of the draw.
     """
-    device = resolve_device(device)
-    network = prepare_for_sampling(network, device, compile_network=compile_network)
-    low, high = standardized_range(torch.as_tensor(mean).tolist(), torch.as_tensor(std).tolist())
-    generator = torch.Generator(device=device).manual_seed(seed)
-    images = sample_many(network, diffusion, num_samples, (3, image_size, image_size), sampler=sampler, steps=steps,
-                         eta=eta, batch_size=batch_size, precision=precision, generator=generator,
-                         clip_range=(low.float().to(device), high.float().to(device)), device=device,
-                         labels=labels, guidance=guidance)
-    pixels = to_uint8_hwc(images, mean, std)
-    return (pixels, images) if return_tensors else pixels
+
+    images: np.ndarray
+    latents: torch.Tensor
+    spec: SamplerSpec
+    seed: int
+    labels: torch.Tensor | None = None
+    trajectory: Trajectory | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -91,45 +108,104 @@ class Run:
     mean: torch.Tensor
     std: torch.Tensor
     run_dir: Path
-    history: list[dict]
-    step: int
+    history: list[dict] = field(default_factory=list)
+    step: int = 0
     species_names: list[str] = field(default_factory=list)
     engine: dict = field(default_factory=dict)  # how it trained: device, precision, graph, compile
+    _compiled: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def sample(self, num_samples: int, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-               seed: int = 0, batch_size: int | None = 256, species=None, guidance: float | None = None,
-               compile_network: bool = False, return_tensors: bool = False):
-        """Draw ``num_samples`` images from the EMA weights: uint8 (N, H, W, 3).
+    @property
+    def image_size(self) -> int:
+        return self.config.data.image_size
+
+    def sample(self, num_samples: int, spec: SamplerSpec | str | None = None, *, seed: int = 0,
+               batch_size: int | None = SAMPLING_BATCH_SIZE, labels=None, noise: torch.Tensor | None = None,
+               trajectory_every: int | None = None, compile_network: bool = False) -> Samples:
+        """Draw ``num_samples`` images from the EMA weights: the one way to sample a trained run.
 
         Args:
-            sampler, steps, eta: default to the run's ``config.sample`` (``"ddpm"``, ``"ddim"``,
-                ``"dpmpp"``).
-            species: for a conditional run, one species index per image (N,), or one index for all;
-                None draws unconditionally.
-            guidance: classifier-free guidance weight w (default ``config.sample.guidance``).
-            return_tensors: also return the float32 standardized images (N, 3, H, W).
+            spec: the sampler setting (a :class:`SamplerSpec` or its name, ``"DDIM-50 eta 1"``); None: the
+                run's profile's (``config.sample``).
+            seed: image i's start noise and per-step noise come from its own generator, seeded by
+                ``image_seed(seed, i)``: the same whatever ``batch_size`` or ``num_samples``.
+            batch_size: images per sampling batch (None: all at once); :data:`SAMPLING_BATCH_SIZE` by default.
+            labels: a conditional run's species, one per image (N,) or one index for all; None draws
+                unconditionally (the "no label" index), and ``spec.guidance`` then does not apply.
+            noise: start noise x_T (N, 3, H, W) to use instead of the seeded draw (interpolations,
+                the same noise under several samplers).
+            trajectory_every: also record x_t and the predicted x0 every this many sampler steps.
+            compile_network: ``torch.compile`` the network once (where the card supports it) and keep it.
         """
-        settings = self.config.sample
-        labels = None
-        if species is not None:
-            labels = torch.as_tensor(species, dtype=torch.long)
-            labels = labels.expand(num_samples) if labels.ndim == 0 else labels
-        return generate(self.model, self.diffusion, self.mean, self.std, num_samples, self.config.data.image_size,
-                        sampler=sampler or settings.sampler, steps=steps or settings.steps,
-                        eta=settings.eta if eta is None else eta, seed=seed, batch_size=batch_size, labels=labels,
-                        guidance=settings.guidance if guidance is None else guidance, device=self.device,
-                        compile_network=compile_network, return_tensors=return_tensors)
+        started = time.perf_counter()
+        spec = SamplerSpec.parse(spec) if spec is not None else self.config.sample
+        labels = self._labels(labels, num_samples)
+        spec = (spec if labels is not None else spec.replace(guidance=1.0)).for_diffusion(self.diffusion.num_steps)
+        device, size = self.device, self.image_size
+        network = self._network(compile_network)
+        if noise is not None and tuple(noise.shape) != (num_samples, 3, size, size):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {(num_samples, 3, size, size)}")
+        batch_size = min(batch_size or num_samples, num_samples)
+        padded = network is self._compiled  # a compiled network sees one batch shape: pad the last batch
+        latents, trajectories = [], []
+        for start in range(0, num_samples, batch_size):
+            count = batch_size if padded else min(batch_size, num_samples - start)
+            index = range(start, start + count)
+            generators = ImageGenerators([image_seed(seed, i) for i in index], device)
+            x_T = generators.randn((count, 3, size, size))
+            if noise is not None:
+                given = noise[start:start + count].to(device, torch.float32)
+                x_T[: len(given)] = given
+            batch_labels = None if labels is None else labels[[min(i, num_samples - 1) for i in index]]
+            denoiser = self.denoiser(batch_labels, spec.guidance, network)
+            out = sample(denoiser, self.diffusion, x_T, spec, generators, trajectory_every=trajectory_every)
+            kept = min(count, num_samples - start)
+            latents.append(out.images[:kept].float().cpu())
+            if out.trajectory is not None:
+                trajectories.append(out.trajectory)
+        latents = torch.cat(latents)
+        trajectory = None
+        if trajectories:
+            kept = [min(batch_size, num_samples - s) for s in range(0, num_samples, batch_size)]
+            trajectory = Trajectory(trajectories[0].timesteps,
+                                    torch.cat([t.x_t[:, :k] for t, k in zip(trajectories, kept)], dim=1),
+                                    torch.cat([t.pred_x0[:, :k] for t, k in zip(trajectories, kept)], dim=1))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return Samples(to_uint8_hwc(latents, self.mean, self.std), latents, spec, seed, labels, trajectory,
+                       time.perf_counter() - started)
 
-    def sampler_label(self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-                      guidance: float | None = None) -> str:
-        """How :meth:`sample` with these arguments is named in tables (``DDIM-50``, ...)."""
-        settings = self.config.sample
-        return sampler_label(sampler or settings.sampler, steps or settings.steps, self.diffusion.num_steps,
-                             settings.eta if eta is None else eta, guidance)
+    def denoiser(self, labels=None, guidance: float | None = None, network: nn.Module | None = None) -> Denoiser:
+        """The network as the samplers see it, ``(x_t, t) -> (eps, x0)``: x0 clipped to the data's pixel
+        range, the network in the device's precision, ``labels`` and ``guidance`` for a conditional run."""
+        low, high = standardized_range(torch.as_tensor(self.mean).tolist(), torch.as_tensor(self.std).tolist())
+        clip = (low.float().to(self.device), high.float().to(self.device))
+        return Denoiser(network if network is not None else self.model.eval(), self.diffusion, labels, guidance, clip,
+                        choose_precision(self.device))
+
+    def _labels(self, labels, num_samples: int) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        if self.config.model.num_classes is None:
+            raise ValueError(f"species labels need a conditional run; {self.run_dir.name} was trained without "
+                             "model.num_classes")
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        return labels.expand(num_samples).clone() if labels.ndim == 0 else labels
+
+    def _network(self, compile_network: bool) -> nn.Module:
+        """The network ready to sample: eval mode, channels_last on CUDA, and compiled once when asked
+        (where the card supports it), with static shapes, kept for later calls."""
+        model = self.model.eval()
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        if not (compile_network and compile_supported(self.device)):
+            return model
+        if self._compiled is None:
+            self._compiled = torch.compile(model, dynamic=False)
+        return self._compiled
 
 
 def load_run(run_dir: str | Path, device=None, checkpoint_dir=None) -> Run:
@@ -148,25 +224,95 @@ def load_run(run_dir: str | Path, device=None, checkpoint_dir=None) -> Run:
                state.get("history", []), int(state["step"]), names, state.get("engine", {}))
 
 
+def untrained_like(run: Run) -> Run:
+    """The network ``run`` started from (its seed's initial weights), as a run: the floor of every score."""
+    torch.manual_seed(run.config.train.seed)
+    model = build_model(run.config.model, run.config.data.image_size).to(run.device).eval()
+    return Run(run.config, model, run.diffusion, run.mean, run.std, run.run_dir, [], 0, run.species_names)
+
+
 def save_sample_grid(trainer: Trainer, seed: int = 1234) -> Path | None:
     """Training's sample grid (the ``on_sample`` callback): the EMA weights' samples with the run's
-    sampler settings, the same start noise every time, to ``samples/step_<step>.png``. A conditional
-    run shows the species in turn, guided as ``config.sample.guidance`` says."""
-    from .viz import save_image_grid
+    sampler setting (``config.sample``), the same start noise every time, to
+    ``samples/step_<step>.png``. A conditional run shows the species in turn, guided as the setting says."""
+    from ddpm_lib.show.viz import save_image_grid
 
     if trainer.run_dir is None:
         return None
-    config, count = trainer.config, trainer.settings.num_grid_samples
-    labels = None
-    if trainer.num_classes is not None:
-        labels = torch.arange(count) % trainer.num_classes
-    pixels = generate(trainer.ema.model, trainer.diffusion, trainer.mean, trainer.std, count,
-                      trainer.images.shape[-1], sampler=config.sample.sampler, steps=config.sample.steps,
-                      eta=config.sample.eta, seed=seed, labels=labels, guidance=config.sample.guidance,
-                      device=trainer.device)
+    count = trainer.settings.num_grid_samples
+    labels = torch.arange(count) % trainer.num_classes if trainer.num_classes is not None else None
+    run = Run(trainer.config, trainer.ema.model, trainer.diffusion, trainer.mean, trainer.std, trainer.run_dir,
+              step=trainer.step)
+    pixels = run.sample(count, seed=seed, labels=labels).images
     folder = trainer.run_dir / "samples"
     folder.mkdir(exist_ok=True)
     return save_image_grid(nhwc_to_nchw(pixels), folder / f"step_{trainer.step:08d}.png")
+
+
+STUDY_RUNS = ("baseline", "small", "small_attention", "small_other_schedule")  # notebooks 03, 04, 04, 05
+
+
+def study_configs(profile: str | None = None, overrides: dict | None = None) -> dict[str, Config]:
+    """The runs the study compares, by role (:data:`STUDY_RUNS`): the BaselineUNet (notebook 03), the
+    SmallUNet (04), the SmallUNet with attention (04) and the SmallUNet on the other schedule (05),
+    each side run as long as the profile's ``train.comparison_steps`` says. ``overrides`` change the
+    SmallUNet before its side runs are derived (``Config.override``). Notebooks 03-06 train and score
+    exactly these. ``profile`` None: ``$DDPM_PROFILE``, else demo (``config.get_profile``)."""
+    small = get_profile(profile, model="small_unet").override(overrides)
+    other = "cosine" if small.diffusion.schedule == "linear" else "linear"
+
+    def side(kind: str, changes: dict) -> Config:
+        steps = small.train.comparison_steps.get(kind)
+        return small.override({**changes, **({"train.steps": steps, "train.epochs": None} if steps else {})})
+
+    return {"baseline": get_profile(profile, model="baseline_unet"), "small": small,
+            "small_attention": side("attention", {"model.attention": True}),
+            "small_other_schedule": side("other_schedule", {"diffusion.schedule": other})}
+
+
+def load_study_runs(profile: str, device=None) -> dict[str, Run]:
+    """The study's runs (:func:`study_configs`) that are trained, loaded; the missing ones are named."""
+    runs = {}
+    for config in study_configs(profile).values():
+        name = run_name(config)
+        folder = paths.run_dir(config.profile, name)
+        if (folder / "checkpoints").is_dir():
+            runs[name] = load_run(folder, device=device)
+        else:
+            print(f"{name}: not trained yet ({folder}; notebooks 03-05 train it); skipped")
+    return runs
+
+
+@dataclass
+class Yardstick:
+    """What samples are scored against: the test split (and the training split, for the floors), the
+    species classifier trained on the same split, and the Inception weights with their label."""
+
+    reference: ReferenceSet
+    classifier: TrainedClassifier
+    inception: Inception | None
+    cache_path: Path
+    species_names: list[str] = field(default_factory=list)
+    test_species: np.ndarray | None = None  # 0-based species of each test image
+
+
+def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=None, device=None,
+              progress: bool = True) -> Yardstick:
+    """The yardstick of ``config``'s data: its cache's splits, its species classifier (trained once,
+    ``config.evaluation.classifier_steps`` steps, then reused) and, when ``inception``, the Inception
+    weights (``metrics.choose_inception_weights``: a labelled stand-in for synthetic data offline)."""
+    cache_path = prepare_from_config(config.data, progress=False, data_dir=data_dir)
+    cache, split = load_cache(cache_path), config.data.split
+    test = cache.test_images(split)
+    reference = ReferenceSet(cache.train_images(split), test, real_cache_name(cache_path, split))
+    classifier = classifier_for(cache_path, split, ClassifierSettings(config.evaluation.classifier_steps),
+                                device=resolve_device(device), progress=progress)
+    scorer = None
+    if inception:
+        chosen, label = choose_inception_weights(weights, config.data.source, test[:32])
+        scorer = Inception(chosen, label, config.evaluation.inception_samples,
+                           config.evaluation.inception_first_sampler_only)
+    return Yardstick(reference, classifier, scorer, cache_path, cache.species_names, cache.test_species(split))
 
 
 def run_experiment(config: Config, name: str | None = None, resume: str | None = "latest", retrain: bool = False,

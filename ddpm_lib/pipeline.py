@@ -12,23 +12,18 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths
+from ddpm_lib import paths
 
 NOTEBOOKS = ("01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet", "05_ddim_cosine", "06_evaluation",
              "07_conditional")
 
-# Per-profile parameters that keep a run within its time budget (a 2-core CPU for "demo"). The small
-# U-Net trains for the profile's full length; its attention variant, the other schedule's run, the
-# timing table and the Inception scoring are cut down (the 40-step BaselineUNet is scored with one
-# sampler), and the conditional network is fine-tuned from the small U-Net (the BaselineUNet's
-# length is config.MODEL_STEPS).
+# Notebook parameters that keep a profile within its time budget (a 2-core CPU for "demo"), beside what
+# the profile's config already says (the side runs' lengths, train.comparison_steps; what notebook 06
+# scores, the evaluation section): the timing table draws fewer images, and the conditional network
+# is fine-tuned from the small U-Net instead of trained from scratch.
 PROFILE_PARAMETERS = {
-    "demo": {  # what keeps `make demo` within 15 minutes on 2 CPU cores (the comparisons run shorter)
-        "04_small_unet": {"ATTENTION_STEPS": 200},
-        "05_ddim_cosine": {"NUM_TIMED": 12, "COMPARISON_STEPS": 600},
-        # the 40-step BaselineUNet draws noise with any sampler, at ten times the SmallUNet's cost per call
-        "06_evaluation": {"INCEPTION_SAMPLES": 40, "INCEPTION_ALL_SAMPLERS": False,
-                          "FIRST_SAMPLER_ONLY": ["baseline_unet"]},
+    "demo": {
+        "05_ddim_cosine": {"NUM_TIMED": 12},
         "07_conditional": {"FINE_TUNE_STEPS": 600},
     },
 }

@@ -51,3 +51,14 @@ def gaussian_oracle(diffusion, mu: float = DATA_MEAN, sigma: float = DATA_STD):
 @pytest.fixture
 def oracle():
     return gaussian_oracle
+
+
+def draw(sampler: str, network, diffusion, noise: torch.Tensor, generator=None, *, clip_range=None, labels=None,
+         guidance: float | None = None, trajectory_every=None, **setting):
+    """One sampler call through the public pieces: a ``Denoiser`` of ``network``, a ``SamplerSpec`` of
+    ``sampler`` and ``setting`` (steps, eta, spacing, order, variance), the start ``noise``."""
+    from ddpm_lib.math.sampling import Denoiser, SamplerSpec, sample
+
+    denoiser = Denoiser(network, diffusion, labels, guidance, clip_range)
+    spec = SamplerSpec(sampler, **({"guidance": guidance} if guidance is not None else {}), **setting)
+    return sample(denoiser, diffusion, noise, spec, generator, trajectory_every=trajectory_every)

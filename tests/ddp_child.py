@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ddpm_lib import checkpoints
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
-from ddpm_lib.distributed import init_from_environment, rank_seed
+from ddpm_lib.engine import checkpoints
+from ddpm_lib.engine.distributed import init_from_environment, rank_seed
+from ddpm_lib.engine.train import Trainer
 from ddpm_lib.models import BaselineUNet, SmallUNet
-from ddpm_lib.train import Trainer
 
 from child_helpers import slow_down
 
@@ -38,8 +38,8 @@ class SliceEmulation(Trainer):
 
     ranks = 1
 
-    def _forward_backward(self):
-        x0, t, noise, labels = self._draw()
+    def _step(self):
+        x0, t, noise, labels = self.data.draw(self.diffusion)
         local = self.settings.batch_size // self.ranks
         total = torch.zeros(())
         for rank in range(self.ranks):

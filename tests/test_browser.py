@@ -44,8 +44,8 @@ if _missing():
 NOTEBOOK_CELLS = [
     "import torch\n"
     "from ddpm_lib.data.synthetic import render_dataset\n"
-    "from ddpm_lib.schedules import get_named_schedule\n"
-    "from ddpm_lib.viz import ForwardExplorer",
+    "from ddpm_lib.math.schedules import get_named_schedule\n"
+    "from ddpm_lib.show.viz import ForwardExplorer",
     "pixels, _ = render_dataset(2, 2, image_size=32, seed=0)\n"
     "images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25\n"
     "schedules = {'linear': get_named_schedule('linear'), 'cosine': get_named_schedule('cosine')}\n"
@@ -54,7 +54,7 @@ NOTEBOOK_CELLS = [
 ]
 GUIDANCE_CELLS = [
     "import numpy as np\n"
-    "from ddpm_lib.viz import GuidanceExplorer",
+    "from ddpm_lib.show.viz import GuidanceExplorer",
     "rng = np.random.default_rng(0)\n"
     "frames = {(s, w): rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8) for s in (0, 1) for w in (0.0, 1.0, 3.0)}\n"
     "explorer = GuidanceExplorer(frames, ['Azure_Finch', 'Crimson_Warbler'])\n"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ddpm_lib import checkpoints
 from ddpm_lib.__main__ import main
+from ddpm_lib.engine import checkpoints
 from ddpm_lib.experiment import species_index
 
 NAMES = ["Azure_Finch", "Crimson_Warbler", "Golden_Tanager", "Slate_Wren"]
@@ -33,7 +33,7 @@ def test_train_and_sample_a_conditional_run_by_species_name(tmp_path, monkeypatc
     assert main(["sample", "--profile", "smoke", "--num-classes", "4", "--species", name.replace("_", " "),
                  "--guidance", "3", "--num-samples", "4", "--steps", "2"]) == 0
     assert f"samples of {name}" in capsys.readouterr().out
-    assert list((run_dir / "samples").glob("DDIM-2_w_3_species1_n4.npz"))
+    assert list((run_dir / "samples").glob("DDIM-2_w3_species1_n4_seed0.npz"))
     assert main(["sample", "--profile", "smoke", "--num-classes", "4", "--species", "Nonesuch", "--steps", "2"]) == 2
     assert "unknown species 'Nonesuch'" in capsys.readouterr().err
     assert main(["train", "--profile", "smoke", "--steps", "2"]) == 0

@@ -1,9 +1,11 @@
 """Profiles, validation of config values, JSON round trips."""
 
+import json
+
 import pytest
 
 from ddpm_lib.build import build_diffusion, build_model
-from ddpm_lib.config import MODEL_STEPS, Config, DiffusionConfig, TrainConfig, get_profile
+from ddpm_lib.config import Config, DiffusionConfig, TrainConfig, get_profile
 from ddpm_lib.models import count_parameters
 
 
@@ -47,9 +49,45 @@ def test_a_network_gets_its_own_training_length_only_where_the_profile_sets_one(
     colab_small = get_profile("colab", model="small_unet")
     colab_big = get_profile("colab", model="baseline_unet")
     assert colab_small.model.name == "small_unet" and colab_small.train.steps == get_profile("colab").train.steps
-    assert colab_big.model.name == "baseline_unet" and colab_big.train.steps == MODEL_STEPS["colab"]["baseline_unet"]
+    assert colab_big.model.name == "baseline_unet" and colab_big.train.steps == 4_000
     assert colab_big.train.steps < colab_small.train.steps
+    assert get_profile("demo", model="baseline_unet").train.steps == 40
     full_big = get_profile("full", model="baseline_unet")
     assert full_big.train.epochs == get_profile("full").train.epochs == 200  # the study's length, untouched
     with pytest.raises(ValueError, match="model='resnet'"):
         get_profile("demo", model="resnet")
+
+
+def test_one_override_path_checks_what_it_changes():
+    config = get_profile("demo")
+    changed = config.override({"train.lr": 1e-3, "model.attention": True, "sample": "DDIM-50 eta 1",
+                                "sample.guidance": 2, "evaluation.samplers": ["DDIM-5", "DPM-Solver++-10"]})
+    assert changed.train.lr == 1e-3 and changed.model.attention and config.train.lr == 2e-3  # a copy
+    assert changed.sample.name == "DDIM-50 eta 1 w=2"
+    assert [s.name for s in changed.evaluation.samplers] == ["DDIM-5", "DPM-Solver++-10"]
+    with pytest.raises(ValueError, match="bad override 'train.learning_rate': section 'train' has batch_size, lr"):
+        config.override({"train.learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="bad override 'optim.lr': the sections are data, model"):
+        config.override({"optim.lr": 1e-3})
+    with pytest.raises(ValueError, match="train.batch_size=0"):
+        config.override({"train.batch_size": 0})
+    with pytest.raises(ValueError, match="steps=None: DPM-Solver"):
+        config.override({"sample.steps": None})
+
+
+def test_the_profile_tables_are_in_the_config_a_run_saves(tmp_path):
+    config = get_profile("demo")
+    config.to_json(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["evaluation"]["classifier_steps"] == 400
+    assert [s["sampler"] for s in saved["evaluation"]["samplers"]] == ["ddim", "dpm_solver", "dpm_solver", "ddim"]
+    assert saved["sample"] == {"sampler": "dpm_solver", "steps": 20, "eta": 0.0, "spacing": "trailing", "order": 2,
+                               "guidance": 3.0, "variance": "posterior"}
+    assert saved["train"]["comparison_steps"] == {"attention": 200, "other_schedule": 600}
+
+
+def test_a_config_saved_before_the_sampler_spec_still_loads():
+    old = get_profile("demo").to_dict()
+    old["sample"] = {"sampler": "dpmpp", "steps": 20, "eta": 0.0, "guidance": 3.0, "num_samples": 36}
+    del old["evaluation"]
+    assert Config.from_dict(old).sample.name == "DPM-Solver++-20 w=3"

@@ -158,8 +158,8 @@ def test_train_after_prepare_from_a_path_needs_neither_the_path_nor_the_network(
         monkeypatch.setattr(f"ddpm_lib.paths.{name}", tmp_path / folder)
     original = config_module._profile
 
-    def smoke_on_cub(name):  # the smoke profile's sizes, on "real" CUB (the synthetic archive in its place)
-        config = original("smoke")
+    def smoke_on_cub(name, model):  # the smoke profile's sizes, on "real" CUB (the synthetic archive in its place)
+        config = original("smoke", model)
         config.data.source = "cub"
         return config
 

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from ddpm_lib import device as device_module
-from ddpm_lib import sampling, train
+from ddpm_lib import experiment
 from ddpm_lib.device import choose_precision, compile_supported
+from ddpm_lib.engine import train
+from ddpm_lib.math import sampling
 
 CARDS = {  # name: (compute capability, precision, torch.compile)
     "H100": ((9, 0), "bf16", True),
@@ -26,7 +28,7 @@ def test_each_card_trains_and_samples_in_the_same_precision(card, monkeypatch):
     assert compile_supported(cuda) is compiles
     # training and sampling decide through this very function: nothing else chooses a precision
     assert train.choose_precision is device_module.choose_precision
-    assert sampling.choose_precision is device_module.choose_precision
+    assert experiment.choose_precision is device_module.choose_precision  # Run.sample
 
 
 def test_the_cpu_runs_fp32_without_compile_and_a_setting_is_taken_as_given():
@@ -37,9 +39,10 @@ def test_the_cpu_runs_fp32_without_compile_and_a_setting_is_taken_as_given():
         choose_precision(cpu, "fp8")
 
 
-def test_sample_many_uses_the_rule_on_the_cpu(monkeypatch):
-    from ddpm_lib.diffusion import GaussianDiffusion
-    from ddpm_lib.schedules import get_named_schedule
+def test_a_run_samples_in_the_precision_the_rule_picks(monkeypatch):
+    from ddpm_lib.build import build_diffusion, build_model
+    from ddpm_lib.config import get_profile
+    from ddpm_lib.experiment import Run
 
     seen = []
     original = device_module.autocast
@@ -49,6 +52,9 @@ def test_sample_many_uses_the_rule_on_the_cpu(monkeypatch):
         return original(device, precision, cache_enabled)
 
     monkeypatch.setattr(sampling, "autocast", spy)
-    diffusion = GaussianDiffusion(get_named_schedule("linear", 10))
-    sampling.sample_many(lambda x, t: torch.zeros_like(x), diffusion, 2, (1, 2, 2), steps=2)
-    assert seen == ["fp32"]
+    monkeypatch.setattr("ddpm_lib.experiment.choose_precision", lambda device: "bf16")  # as on an H100
+    config = get_profile("smoke")
+    run = Run(config, build_model(config.model, 32).eval(), build_diffusion(config.diffusion), torch.full((3,), 0.5),
+              torch.full((3,), 0.25), run_dir=None)
+    run.sample(2, "DDIM-2")
+    assert seen == ["bf16", "bf16"]  # the network's two calls, in the device's precision

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ddpm_lib.diffusion import GaussianDiffusion
-from ddpm_lib.schedules import get_named_schedule
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.schedules import get_named_schedule
 
 
 @pytest.fixture(params=["linear", "cosine"])

@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lib.diffusion import GaussianDiffusion
-from ddpm_lib.sampling import (
-    ddim_sample,
-    dpm_solver_sample,
-    run_sampler,
-    sample_many,
-    sampling_timesteps,
-)
-from ddpm_lib.schedules import get_named_schedule
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.sampling import SamplerSpec, sampling_timesteps
+from ddpm_lib.math.schedules import get_named_schedule
 
-from conftest import DATA_MEAN, DATA_STD, gaussian_oracle
+from conftest import DATA_MEAN, DATA_STD, draw, gaussian_oracle
 
 STEPS = (5, 10, 20, 50)
 
@@ -36,7 +30,7 @@ def noise(count=2_000, seed=0):
 
 def errors(sampler, diffusion, oracle, start, steps):
     """(spread error, mean error): |slope - sigma| and |intercept - mu| of the affine map noise -> sample."""
-    out = run_sampler(sampler, oracle, diffusion, start.shape, steps=steps, noise=start).images
+    out = draw(sampler, oracle, diffusion, start, steps=steps).images
     slope = float(out.std() / start.std())
     intercept = float(out.mean() - slope * start.mean())
     return abs(slope - DATA_STD), abs(intercept - DATA_MEAN)
@@ -46,7 +40,7 @@ def oracle_table(name):
     diffusion, oracle = make(name)
     start = noise()
     return {sampler: {steps: errors(sampler, diffusion, oracle, start, steps) for steps in (*STEPS, 1000)}
-            for sampler in ("ddim", "dpmpp")}
+            for sampler in ("ddim", "dpm_solver")}
 
 
 def fitted_order(spread_errors: dict) -> float:
@@ -59,11 +53,11 @@ def fitted_order(spread_errors: dict) -> float:
 def test_dpm_solver_is_second_order_and_beats_ddim_from_10_steps(name):
     table = oracle_table(name)
     for steps in (10, 20, 50):
-        assert table["dpmpp"][steps][0] < table["ddim"][steps][0], steps  # closer spread at every count from 10
-    dpm_order, ddim_order = fitted_order(table["dpmpp"]), fitted_order(table["ddim"])
+        assert table["dpm_solver"][steps][0] < table["ddim"][steps][0], steps  # closer spread at every count from 10
+    dpm_order, ddim_order = fitted_order(table["dpm_solver"]), fitted_order(table["ddim"])
     assert dpm_order >= 1.8, dpm_order  # the error falls at least with the square of the step size
     assert 0.8 <= ddim_order <= 1.2, ddim_order  # DDIM is first order
-    for sampler in ("ddim", "dpmpp"):
+    for sampler in ("ddim", "dpm_solver"):
         spread, mean = table[sampler][1000]
         assert spread < 0.01 * DATA_STD and mean < 0.01 * DATA_MEAN  # all T steps: within 1% of the data
 
@@ -74,9 +68,8 @@ def test_order_1_is_ddim_with_eta_0_on_the_same_noise():
         start = noise(500, 3)
         for steps in (1, 5, 37):
             for spacing in ("trailing", "logsnr"):
-                ddim = ddim_sample(oracle, diffusion, start.shape, steps=steps, noise=start, spacing=spacing).images
-                first = dpm_solver_sample(oracle, diffusion, start.shape, steps=steps, order=1, noise=start,
-                                          spacing=spacing).images
+                ddim = draw("ddim", oracle, diffusion, start, steps=steps, spacing=spacing).images
+                first = draw("dpm_solver", oracle, diffusion, start, steps=steps, order=1, spacing=spacing).images
                 assert torch.allclose(first, ddim, atol=1e-10, rtol=1e-10)
 
 
@@ -97,8 +90,7 @@ def test_exactly_steps_network_evaluations(spacing, order):
     diffusion, oracle = make("linear", 100)
     for steps in (1, 2, 3, 10, 100):
         counting = Counting(oracle)
-        dpm_solver_sample(counting, diffusion, (4, 1, 2, 2), steps=steps, order=order, spacing=spacing,
-                          generator=torch.Generator().manual_seed(0))
+        draw("dpm_solver", counting, diffusion, torch.randn(4, 1, 2, 2), steps=steps, order=order, spacing=spacing)
         assert counting.calls == steps
 
 
@@ -115,40 +107,29 @@ def test_eps_x0_and_v_networks_give_the_same_samples():
             x0 = diffusion.predict_x0_from_eps(x, t.long(), eps)
             return {"eps": eps, "x0": x0, "v": diffusion.v_from_x0_eps(x0, t.long(), eps)}[diffusion.prediction]
 
-        outputs[prediction] = dpm_solver_sample(network, diffusion, start.shape, steps=20, noise=start).images
+        outputs[prediction] = draw("dpm_solver", network, diffusion, start, steps=20).images
     assert torch.allclose(outputs["x0"], outputs["eps"], atol=1e-8)
     assert torch.allclose(outputs["v"], outputs["eps"], atol=1e-8)
 
 
-def test_trajectory_clipping_and_seeded_start_noise():
+def test_trajectory_and_clipping():
     diffusion, oracle = make("linear", 100)
-    out = dpm_solver_sample(oracle, diffusion, (3, 1, 2, 2), steps=10, trajectory_every=3,
-                            generator=torch.Generator().manual_seed(1))
+    start = noise(3, 1).reshape(3, 1, 1, 1)
+    out = draw("dpm_solver", oracle, diffusion, start, steps=10, trajectory_every=3)
     assert out.trajectory.timesteps == [sampling_timesteps(diffusion.schedule, 10, "trailing")[i] for i in (0, 3, 6, 9)]
-    again = dpm_solver_sample(oracle, diffusion, (3, 1, 2, 2), steps=10, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(out.images, again.images)
+    assert torch.equal(out.images, draw("dpm_solver", oracle, diffusion, start, steps=10).images)  # deterministic
     wide = gaussian_oracle(diffusion, mu=0.0, sigma=5.0)
-    clipped = dpm_solver_sample(wide, diffusion, (500, 1, 1, 1), steps=10, noise=noise(500, 2).float(),
-                                clip_range=(-2.0, 2.0))
+    clipped = draw("dpm_solver", wide, diffusion, noise(500, 2).float(), steps=10, clip_range=(-2.0, 2.0))
     assert float(clipped.images.abs().max()) <= 2.0 + 1e-5  # the last step lands on the clipped x0
 
 
-def test_sample_many_and_run_sampler_dispatch_the_solver():
+def test_bad_solver_settings_name_themselves():
     diffusion, oracle = make("linear", 100)
-    many = sample_many(oracle, diffusion, 6, (1, 2, 2), sampler="dpmpp", steps=7, batch_size=4,
-                       generator=torch.Generator().manual_seed(3))
-    assert many.shape == (6, 1, 2, 2) and many.dtype == torch.float32
-    with pytest.raises(ValueError, match="sampler="):
-        sample_many(oracle, diffusion, 2, (1, 2, 2), sampler="euler")
-
-
-def test_bad_solver_arguments_name_themselves():
-    diffusion, oracle = make("linear", 100)
-    with pytest.raises(ValueError, match="1 <= steps <= T = 100, got 0"):
-        dpm_solver_sample(oracle, diffusion, (1, 1, 1, 1), steps=0)
-    with pytest.raises(ValueError, match="1 <= steps <= T = 100, got 101"):
-        dpm_solver_sample(oracle, diffusion, (1, 1, 1, 1), steps=101)
-    with pytest.raises(ValueError, match="spacing 'uniform'"):
-        dpm_solver_sample(oracle, diffusion, (1, 1, 1, 1), spacing="uniform")
+    with pytest.raises(ValueError, match="steps=0: DPM-Solver"):
+        SamplerSpec("dpm_solver", 0)
+    with pytest.raises(ValueError, match="steps=101: at most T = 100"):
+        draw("dpm_solver", oracle, diffusion, noise(1), steps=101)
+    with pytest.raises(ValueError, match="spacing='uniform'"):
+        SamplerSpec("dpm_solver", 5, spacing="uniform")
     with pytest.raises(ValueError, match="order=3"):
-        dpm_solver_sample(oracle, diffusion, (1, 1, 1, 1), order=3)
+        SamplerSpec("dpm_solver", 5, order=3)

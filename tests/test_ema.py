@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddpm_lib.ema import EMA
+from ddpm_lib.engine.ema import EMA
 
 
 def test_ema_follows_the_closed_form_of_a_constant_target():

@@ -5,13 +5,12 @@ import torch
 
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
-from ddpm_lib.diffusion import GaussianDiffusion
+from ddpm_lib.engine.train import Trainer
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.schedules import get_named_schedule
 from ddpm_lib.models import BaselineUNet, SmallUNet
-from ddpm_lib.sampling import ddim_sample, dpm_solver_sample
-from ddpm_lib.schedules import get_named_schedule
-from ddpm_lib.train import Trainer
 
-from conftest import gaussian_oracle
+from conftest import draw, gaussian_oracle
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -29,15 +28,14 @@ def test_networks_train_under_bf16_autocast_and_channels_last(name, size):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("sampler, schedule, steps", [(ddim_sample, "linear", 50), (dpm_solver_sample, "cosine", 20)],
+@pytest.mark.parametrize("sampler, schedule, steps", [("ddim", "linear", 50), ("dpm_solver", "cosine", 20)],
                          ids=["ddim", "dpm_solver"])
 def test_samplers_on_the_gpu_match_the_cpu(sampler, schedule, steps):
     diffusion = GaussianDiffusion(get_named_schedule(schedule, 1000))
     noise = torch.randn(512, 1, 2, 2, dtype=torch.float64)
-    cpu = sampler(gaussian_oracle(diffusion), diffusion, noise.shape, steps=steps, noise=noise).images
+    cpu = draw(sampler, gaussian_oracle(diffusion), diffusion, noise, steps=steps).images
     gpu_diffusion = GaussianDiffusion(get_named_schedule(schedule, 1000)).to("cuda")
-    gpu = sampler(gaussian_oracle(gpu_diffusion), gpu_diffusion, noise.shape, steps=steps, noise=noise.cuda(),
-                  device="cuda").images
+    gpu = draw(sampler, gaussian_oracle(gpu_diffusion), gpu_diffusion, noise.cuda(), steps=steps).images
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-9)
 
 
@@ -129,7 +127,7 @@ def test_conditional_training_in_bf16_and_the_graph_then_guided_sampling(tmp_pat
               [], 100)
     calls = []
     trainer.ema.model.register_forward_pre_hook(lambda module, inputs: calls.append(inputs[0].shape[0]))
-    pixels = run.sample(8, sampler="ddim", steps=5, species=torch.arange(8) % 4, guidance=3.0, batch_size=8)
+    pixels = run.sample(8, "DDIM-5 w=3", labels=torch.arange(8) % 4, batch_size=8).images
     assert pixels.shape == (8, 32, 32, 3) and calls == [16] * 5  # one doubled-batch call per step
 
 

@@ -12,13 +12,13 @@ import torch
 
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
-from ddpm_lib.diffusion import GaussianDiffusion
+from ddpm_lib.engine.train import Trainer
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.sampling import Denoiser
+from ddpm_lib.math.schedules import get_named_schedule
 from ddpm_lib.models import BaselineUNet, SmallUNet, count_parameters
-from ddpm_lib.sampling import ddim_sample, ddpm_sample, dpm_solver_sample, sample_many
-from ddpm_lib.schedules import get_named_schedule
-from ddpm_lib.train import Trainer
 
-from conftest import gaussian_oracle
+from conftest import draw, gaussian_oracle
 
 MEANS, SIGMA = (-1.0, 1.5), 0.3
 
@@ -60,16 +60,12 @@ def start(count=4_000, seed=0):
 def test_w1_is_plain_conditional_and_w0_is_the_no_label_index_draw_for_draw():
     diffusion, oracle = make(100)
     x_T, labels = start(500), torch.ones(500, dtype=torch.long)
-    for sampler in (ddpm_sample, lambda *a, **k: ddim_sample(*a, steps=20, eta=0.5, **k)):
-        plain = sampler(lambda x, t: oracle(x, t, labels), diffusion, x_T.shape, noise=x_T,
-                        generator=torch.Generator().manual_seed(1)).images
-        guided = sampler(oracle, diffusion, x_T.shape, noise=x_T, labels=labels, guidance=1.0,
-                         generator=torch.Generator().manual_seed(1)).images
-        assert torch.equal(plain, guided)
-        no_label = sampler(oracle, diffusion, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(1)).images
-        w0 = sampler(oracle, diffusion, x_T.shape, noise=x_T, labels=labels, guidance=0.0,
-                     generator=torch.Generator().manual_seed(1)).images
-        assert torch.equal(no_label, w0)
+    for sampler, setting in (("ddpm", {}), ("ddim", {"steps": 20, "eta": 0.5})):
+        def run(network, sampler=sampler, setting=setting, **given):
+            return draw(sampler, network, diffusion, x_T, torch.Generator().manual_seed(1), **setting, **given).images
+
+        assert torch.equal(run(lambda x, t: oracle(x, t, labels)), run(oracle, labels=labels, guidance=1.0))
+        assert torch.equal(run(oracle), run(oracle, labels=labels, guidance=0.0))
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
@@ -111,10 +107,9 @@ def test_a_network_that_ignores_labels_gives_the_unconditional_samples_at_any_w(
             return plain(x, t)
 
     x_T = start(300, 2)
-    reference = ddim_sample(Blind(), diffusion, x_T.shape, steps=10, noise=x_T).images
+    reference = draw("ddim", Blind(), diffusion, x_T, steps=10).images
     for w in (0.0, 0.5, 3.0, 7.5):
-        guided = ddim_sample(Blind(), diffusion, x_T.shape, steps=10, noise=x_T,
-                             labels=torch.arange(300) % 3, guidance=w).images
+        guided = draw("ddim", Blind(), diffusion, x_T, steps=10, labels=torch.arange(300) % 3, guidance=w).images
         assert torch.equal(guided, reference)
 
 
@@ -124,7 +119,7 @@ def test_guided_ddim_moves_the_mean_toward_the_requested_class_as_w_grows():
     labels = torch.ones(len(x_T), dtype=torch.long)  # class 1: mu = 1.5; the mixture's mean is 0.25
     means = {}
     for w in (0.0, 0.5, 1.0, 2.0, 3.0):
-        out = ddim_sample(oracle, diffusion, x_T.shape, steps=200, noise=x_T, labels=labels, guidance=w).images
+        out = draw("ddim", oracle, diffusion, x_T, steps=200, labels=labels, guidance=w).images
         means[w] = float(out.mean())
     assert means[0.0] == pytest.approx(sum(MEANS) / 2, abs=0.05)  # w = 0: the mixture (closed form)
     assert means[1.0] == pytest.approx(MEANS[1], abs=0.02)  # w = 1: the exact conditional (closed form)
@@ -132,29 +127,26 @@ def test_guided_ddim_moves_the_mean_toward_the_requested_class_as_w_grows():
     assert means[3.0] > MEANS[1] + 0.01  # guidance beyond 1 overshoots the class mean, away from the other class
 
 
-def test_every_sampler_takes_labels_and_sample_many_splits_them_into_batches():
+def test_every_sampler_takes_labels_and_guidance_doubles_the_batch():
     diffusion, oracle = make(50)
     labels = torch.tensor([0, 1, 0, 1, 1])
-    for sampler in (ddpm_sample, ddim_sample, dpm_solver_sample):
-        out = sampler(oracle, diffusion, (5, 1, 1, 1), labels=labels, guidance=2.0,
-                      generator=torch.Generator().manual_seed(0)).images
-        assert out.shape == (5, 1, 1, 1)
-    oracle.batch_sizes.clear()
-    many = sample_many(oracle, diffusion, 5, (1, 1, 1), sampler="ddim", steps=3, batch_size=2, labels=labels,
-                       guidance=2.0, generator=torch.Generator().manual_seed(0))
-    assert many.shape == (5, 1, 1, 1) and oracle.batch_sizes == [4, 4, 4, 4, 4, 4, 2, 2, 2]  # doubled batches
+    for sampler, setting in (("ddpm", {}), ("ddim", {"steps": 3}), ("dpm_solver", {"steps": 3})):
+        oracle.batch_sizes.clear()
+        out = draw(sampler, oracle, diffusion, torch.randn(5, 1, 1, 1), torch.Generator().manual_seed(0),
+                   labels=labels, guidance=2.0, **setting).images
+        assert out.shape == (5, 1, 1, 1) and set(oracle.batch_sizes) == {10}  # one call on the doubled batch
 
 
 def test_bad_labels_get_clear_errors():
     diffusion, oracle = make(50)
     with pytest.raises(ValueError, match=r"labels must lie in 0..1"):
-        ddim_sample(oracle, diffusion, (2, 1, 1, 1), labels=torch.tensor([0, 2]))
+        Denoiser(oracle, diffusion, torch.tensor([0, 2]))
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        ddim_sample(oracle, diffusion, (3, 1, 1, 1), labels=torch.tensor([0, 1]))
+        Denoiser(oracle, diffusion, torch.tensor([0, 1]))(torch.zeros(3, 1, 1, 1), 5)
     with pytest.raises(ValueError, match="integer species indices"):
-        ddim_sample(oracle, diffusion, (2, 1, 1, 1), labels=torch.tensor([0.0, 1.0]))
+        Denoiser(oracle, diffusion, torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="network is unconditional"):
-        ddim_sample(gaussian_oracle(diffusion), diffusion, (2, 1, 1, 1), labels=torch.tensor([0, 1]))
+        Denoiser(gaussian_oracle(diffusion), diffusion, torch.tensor([0, 1]))
 
 
 @pytest.mark.parametrize("network", [
@@ -190,7 +182,7 @@ def test_label_dropout_share_is_within_3_sigma_of_the_setting():
     draws = 40
     dropped, kept_right = 0, True
     for _ in range(draws):
-        _, _, _, labels = trainer._draw()
+        _, _, _, labels = trainer.data.draw(trainer.diffusion)
         dropped += int((labels == 4).sum())
         kept_right &= bool(((labels >= 0) & (labels <= 4)).all())
     total = draws * 512

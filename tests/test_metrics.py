@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ddpm_lib.data.synthetic import render_dataset
-from ddpm_lib.metrics import (
+from ddpm_lib.evaluation.metrics import (
     STANDIN_LABEL,
     InceptionWeightsError,
     is_standin,
@@ -84,22 +84,24 @@ def test_evaluate_command_scores_a_trained_run(sets, tmp_path, monkeypatch, caps
     assert main(["evaluate", "--profile", "smoke", "--run-name", "tiny", "--steps", "5", "--weights", str(weights),
                  "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):])
+    assert "DDIM-5" in out and "data floor" in out and STANDIN_LABEL in out
     from ddpm_lib.data.cub import load_cache
 
     test_size = load_cache(next((tmp_path / "processed").glob("*.npz"))).manifest["counts"]["test_random"]
-    assert result["sampler"] == "DDIM-5" and result["n_generated"] == result["n_real"] == test_size  # the test split
-    assert result["weights"] == STANDIN_LABEL and result["FID"] > 0
     evaluation = tmp_path / "runs" / "smoke" / "tiny" / "evaluation"
-    saved = np.load(evaluation / "samples_DDIM-5.npz")["images"]
+    rows = [json.loads(line) for line in (evaluation / "results.jsonl").read_text().splitlines()]
+    model, floor, halves = rows
+    assert model["sampler"] == "DDIM-5" and model["N generated"] == model["N real"] == test_size  # the test split
+    assert model["N generated (Inception)"] == test_size and model["FID"] > 0
+    assert floor["N generated"] == test_size and halves["N generated"] == halves["N real"] == test_size // 2
+    saved = np.load(evaluation / "tiny_DDIM-5.npz")["images"]
     assert saved.shape == (test_size, 32, 32, 3) and saved.dtype == np.uint8  # kept for recomputing metrics
-    assert len((evaluation / "results.jsonl").read_text().splitlines()) == 1
 
 
 def test_feature_caches_follow_the_data_cache_and_the_resolved_weights(sets, tmp_path, monkeypatch):
     """Another crop, or other weights through $DDPM_INCEPTION_WEIGHTS, never reuse stale features."""
     from ddpm_lib.data.cub import PreprocessOptions, cache_path
-    from ddpm_lib.metrics import features_cache_dir, real_cache_name
+    from ddpm_lib.evaluation.metrics import features_cache_dir, real_cache_name
 
     birds, noise, weights_a = sets
     monkeypatch.setattr("ddpm_lib.paths.PROCESSED_DIR", tmp_path)
@@ -121,16 +123,3 @@ def test_feature_caches_follow_the_data_cache_and_the_resolved_weights(sets, tmp
     plain_b = kid_fid(noise[:12], birds[:12], device="cpu")
     assert cached_b["FID"] == pytest.approx(plain_b["FID"]) and cached_b["FID"] != pytest.approx(first["FID"])
     assert features_cache_dir(str(weights_a)) != features_cache_dir(str(weights_b)) != features_cache_dir(None)
-
-
-def test_reference_rows_are_scored_at_the_model_rows_sample_size(sets):
-    from ddpm_lib.metrics import reference_rows
-
-    birds, noise, weights = sets
-    rows = reference_rows(train_uint8=np.concatenate([birds, noise]), test_uint8=birds[:16], num_samples=10,
-                          weights=weights, device="cpu")
-    floor, halves = rows
-    assert floor["n_generated"] == 10 and floor["n_real"] == 16  # as a model row with 10 samples
-    assert halves["n_generated"] == halves["n_real"] == 8  # two disjoint halves of the test split
-    assert "data floor" in floor["network"] and "half vs half" in halves["network"]
-    assert not any("itself" in row["network"] for row in rows)

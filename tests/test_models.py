@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from ddpm_lib.diffusion import GaussianDiffusion
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.schedules import get_named_schedule
 from ddpm_lib.models import BaselineUNet, SmallUNet, count_parameters
 from ddpm_lib.models.blocks import noise_variance_embedding, timestep_embedding
-from ddpm_lib.schedules import get_named_schedule
 
 
 def test_small_unet_has_the_keras_parameter_count():

@@ -77,3 +77,22 @@ def test_skeleton_and_parameters_cell(path):
     values = {s.targets[0].id: ast.literal_eval(s.value) for s in tree.body}
     assert values.get("PROFILE", "missing") is None, f"{path.name}: PROFILE must stay None ($DDPM_PROFILE decides)"
     assert "written_files()" in "".join(cells[-1]["source"]), f"{path.name}: the last cell lists what it wrote"
+
+
+def test_the_evaluation_notebook_is_calls_not_methods():
+    """The evaluation method lives in the library (evaluation.scoring.evaluate); notebook 06 calls it,
+    so no code cell there is longer than 25 lines."""
+    path = next(p for p in NOTEBOOKS if p.stem == "06_evaluation")
+    cells = json.loads(path.read_text())["cells"]
+    lengths = {i: len("".join(c["source"]).splitlines()) for i, c in enumerate(cells) if c["cell_type"] == "code"}
+    assert max(lengths.values()) <= 25, {i: n for i, n in lengths.items() if n > 25}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_import_the_public_names(path):
+    """``from ddpm_lib import ...`` only (the Colab set-up cell aside), so a module can move without
+    breaking a notebook."""
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    deep = [line for line in code.splitlines()
+            if re.match(r"\s*(from|import) ddpm_lib\.", line) and "ddpm_lib.colab" not in line]
+    assert not deep, f"{path.name}: import the public names from ddpm_lib instead: {deep}"

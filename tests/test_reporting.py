@@ -2,8 +2,9 @@
 
 import pytest
 
-from ddpm_lib import paths, reporting
+from ddpm_lib import paths
 from ddpm_lib.config import get_profile
+from ddpm_lib.show import reporting
 
 
 @pytest.fixture

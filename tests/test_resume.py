@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from ddpm_lib import checkpoints
 from ddpm_lib.__main__ import main
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile, identity_differences, run_name
 from ddpm_lib.data.synthetic import render_dataset
+from ddpm_lib.engine import checkpoints
+from ddpm_lib.engine.train import RunMismatchError, Trainer, TrainingDivergedError
 from ddpm_lib.models import SmallUNet
-from ddpm_lib.train import RunMismatchError, Trainer, TrainingDivergedError
 
 
 @pytest.fixture(scope="module")

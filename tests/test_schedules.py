@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ddpm_lib.schedules import NoiseSchedule, get_named_schedule
+from ddpm_lib.math.schedules import NoiseSchedule, get_named_schedule
 
 T = 1000
 

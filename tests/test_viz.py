@@ -13,13 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_lib.diffusion import GaussianDiffusion
-from ddpm_lib.sampling import ddim_sample, ddpm_sample
-from ddpm_lib.schedules import get_named_schedule
+from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.schedules import get_named_schedule
+from ddpm_lib.show.viz import BackwardExplorer, ForwardExplorer
 from ddpm_lib.transforms import to_uint8_hwc
-from ddpm_lib.viz import BackwardExplorer, ForwardExplorer
 
-from conftest import gaussian_oracle
+from conftest import draw, gaussian_oracle
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
 IPYWIDGETS7 = Path(__file__).resolve().parents[1] / ".cache" / "ipywidgets7"
@@ -73,9 +72,9 @@ def test_backward_slider_shows_the_stored_trajectory():
     oracle = gaussian_oracle(diffusion, mu=0.2, sigma=0.5)
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     trajectories = {
-        "DDPM": ddpm_sample(oracle, diffusion, noise.shape, noise=noise, trajectory_every=10,
-                            generator=torch.Generator().manual_seed(1)).trajectory,
-        "DDIM-10": ddim_sample(oracle, diffusion, noise.shape, steps=10, noise=noise, trajectory_every=1).trajectory,
+        "DDPM": draw("ddpm", oracle, diffusion, noise, torch.Generator().manual_seed(1),
+                     trajectory_every=10).trajectory,
+        "DDIM-10": draw("ddim", oracle, diffusion, noise, steps=10, trajectory_every=1).trajectory,
     }
     explorer = BackwardExplorer(trajectories, MEAN, STD, sample=1, scale=1)
     for name in ("DDPM", "DDIM-10"):
@@ -95,7 +94,7 @@ def test_the_installed_ipywidgets_is_a_supported_major():
 
 
 def test_the_guidance_explorer_shows_the_precomputed_samples_for_each_species_and_w():
-    from ddpm_lib.viz import GuidanceExplorer
+    from ddpm_lib.show.viz import GuidanceExplorer
 
     rng = np.random.default_rng(0)
     frames = {(s, w): rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8) for s in (0, 2) for w in (0.0, 1.0, 3.0)}

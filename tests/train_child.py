@@ -12,8 +12,8 @@ import torch
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
 from ddpm_lib.data.synthetic import render_dataset
+from ddpm_lib.engine.train import Trainer
 from ddpm_lib.models import SmallUNet
-from ddpm_lib.train import Trainer
 
 from child_helpers import slow_down
 

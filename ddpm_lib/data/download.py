@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from .. import paths
+from ddpm_lib import paths
 
 CUB_URLS = (
     "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",  # current

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paths
-from .cub import SOURCES, PreprocessOptions, build_cache, cache_path, folder_checksum
-from .download import ARCHIVE_NAME, CUB_MD5, CUB_URLS, download, extract, extracted_md5, verified_md5
-from .synthetic import make_synthetic_archive
+from ddpm_lib import paths
+from ddpm_lib.data.cub import SOURCES, PreprocessOptions, build_cache, cache_path, folder_checksum
+from ddpm_lib.data.download import ARCHIVE_NAME, CUB_MD5, CUB_URLS, download, extract, extracted_md5, verified_md5
+from ddpm_lib.data.synthetic import make_synthetic_archive
 
 
 def locate_source(path: str | Path) -> tuple[str, Path]:

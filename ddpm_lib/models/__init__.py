@@ -1,8 +1,8 @@
 """The denoising networks. Each takes ``(x_t, cond)`` and declares what ``cond`` is in its
-``conditioning`` attribute (see ``ddpm_lib.diffusion``)."""
+``conditioning`` attribute (see ``ddpm_lib.math.diffusion``)."""
 
-from .baseline_unet import BaselineUNet
-from .small_unet import SmallUNet
+from ddpm_lib.models.baseline_unet import BaselineUNet
+from ddpm_lib.models.small_unet import SmallUNet
 
 __all__ = ["MODEL_NAMES", "BaselineUNet", "SmallUNet", "count_parameters"]
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SelfAttention, group_norm, timestep_embedding
+from ddpm_lib.models.blocks import SelfAttention, group_norm, timestep_embedding
 
 
 class ResidualBlock(nn.Module):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SelfAttention, noise_variance_embedding
+from ddpm_lib.models.blocks import SelfAttention, noise_variance_embedding
 
 
 class KerasResidualBlock(nn.Module):

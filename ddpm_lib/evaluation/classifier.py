@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import paths
-from .device import resolve_device
-from .transforms import nhwc_to_nchw
+from ddpm_lib import paths
+from ddpm_lib.device import resolve_device
+from ddpm_lib.transforms import nhwc_to_nchw
 
 FEATURE_EXTRACTOR = "ddpm-species-classifier"  # its name in torch-fidelity's registry
 FEATURE_LABEL = "species-classifier features"
@@ -44,7 +44,7 @@ CONFIDENT = 0.9  # the probability that makes a sample "recognisably" one specie
 class ClassifierSettings:
     """How the classifier is trained (part of its cache key)."""
 
-    steps: int = 600  # AdamW steps
+    steps: int  # AdamW steps (the profile says how many: config.evaluation.classifier_steps)
     batch_size: int = 64
     lr: float = 2e-3
     width: int = 16  # channels of the first stage (x2 each stage after)
@@ -92,7 +92,7 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[..., dy:dy + batch.shape[-2], dx:dx + batch.shape[-1]]
 
 
-def train_classifier(images_uint8, species, num_classes: int, settings: ClassifierSettings = ClassifierSettings(),
+def train_classifier(images_uint8, species, num_classes: int, settings: ClassifierSettings,
                      device=None) -> SpeciesClassifier:
     """Train a :class:`SpeciesClassifier` on uint8 images (N, H, W, 3) and 0-based species (N,)."""
     device = resolve_device(device)
@@ -166,11 +166,11 @@ class TrainedClassifier:
     seconds: float
 
 
-def classifier_for(data_cache: str | Path, split: str, settings: ClassifierSettings = ClassifierSettings(),
+def classifier_for(data_cache: str | Path, split: str, settings: ClassifierSettings,
                    device=None, progress: bool = True) -> TrainedClassifier:
     """The species classifier of a data cache's training split: loaded when one with the same data
     and settings exists, else trained (seconds on a CPU at 32 px) and saved."""
-    from .data.cub import load_cache
+    from ddpm_lib.data.cub import load_cache
 
     cache = load_cache(data_cache)
     path = classifier_path(data_cache, split, settings)
@@ -247,7 +247,7 @@ def feature_scores(generated, real, classifier: str | Path, device=None, real_ca
     """
     import torch_fidelity
 
-    from .metrics import UInt8Images, features_cache_dir
+    from ddpm_lib.evaluation.metrics import UInt8Images, features_cache_dir
 
     name = register_feature_extractor()
     generated_set, real_set = UInt8Images(generated), UInt8Images(real)

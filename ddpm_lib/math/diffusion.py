@@ -27,8 +27,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .schedules import NoiseSchedule
-from .utils import unwrap_model
+from ddpm_lib.math.schedules import NoiseSchedule
+from ddpm_lib.utils import unwrap_model
 
 PREDICTION_TYPES = ("eps", "x0", "v")
 LOSS_TYPES = ("mse", "mae")
@@ -173,16 +173,16 @@ class GaussianDiffusion:
         return model(x_t, cond, labels).to(x_t.dtype)
 
     def guided_output(self, model: Callable, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
-                      guidance: float = 1.0) -> torch.Tensor:
+                      guidance: float | None) -> torch.Tensor:
         """The network output with classifier-free guidance weight w (Ho & Salimans 2022).
 
-        w = 1 (or no labels) is one plain call; w = 0 one call with the "no label" index; any other w
+        w = 1 or None (or no labels) is one plain call; w = 0 one call with the "no label" index; any other w
         one call on the doubled batch [x_t with labels, x_t with "no label"], combined as
         ``out_uncond + w (out_cond - out_uncond)``. eps, x0 and v are each affine in the output with
         the same x_t term, so this is exactly eps_uncond + w (eps_cond - eps_uncond) for eps-, x0-
         and v-networks alike. The samplers check the labels once (:func:`check_labels`), not per step.
         """
-        if labels is None or guidance == 1.0:
+        if labels is None or guidance is None or guidance == 1.0:
             return self.model_output(model, x_t, t, labels)
         if guidance == 0.0:
             return self.model_output(model, x_t, t, None)
@@ -198,7 +198,7 @@ class GaussianDiffusion:
         t: torch.Tensor,
         clip_range: tuple | None = None,
         labels: torch.Tensor | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's estimates of (eps, x0) at x_t, whatever it was trained to predict.
 
@@ -207,7 +207,7 @@ class GaussianDiffusion:
                 (e.g. per channel, (1, C, 1, 1)): the real range of the standardized data. When
                 given, x0 is clamped and eps recomputed from the clamped x0 so the two agree.
             labels: species indices (B,) for a class-conditional network, or None.
-            guidance: the classifier-free guidance weight w (:meth:`guided_output`).
+            guidance: the classifier-free guidance weight w (:meth:`guided_output`); None: none.
         """
         out = self.guided_output(model, x_t, t, labels, guidance)
         if self.prediction == "eps":

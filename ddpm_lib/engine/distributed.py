@@ -8,6 +8,7 @@ happens and the trainer runs as one process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -136,3 +137,44 @@ def convert_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
         else:
             convert_batchnorm(child)
     return module
+
+
+def local_slice(context: DistributedContext, local_batch: int) -> slice:
+    """This process's part of a global batch drawn alike by every process: rows rank * b .. (rank + 1) * b."""
+    return slice(context.rank * local_batch, (context.rank + 1) * local_batch)
+
+
+@contextlib.contextmanager
+def private_rng(device: torch.device, seed: int):
+    """Draw from a private stream seeded with ``seed`` inside the block (a process's own dropout masks),
+    leaving the shared stream as it was."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def training_device(context: DistributedContext, device=None) -> torch.device:
+    """The device a process trains on: ``device``, else under torchrun its own GPU, else CUDA when available."""
+    if device is None and context.enabled and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def local_batch_size(context: DistributedContext, batch_size: int) -> int:
+    """This process's share of the global batch (which the number of processes must divide)."""
+    if batch_size % context.world_size:
+        raise ValueError(f"train.batch_size={batch_size} is the global batch and must be divisible by the "
+                         f"{context.world_size} processes")
+    return batch_size // context.world_size
+
+
+def data_parallel(model: torch.nn.Module, context: DistributedContext, device: torch.device) -> torch.nn.Module:
+    """``model`` as the loss should call it: itself for one process; under torchrun with synchronised
+    BatchNorm (global-batch statistics: N processes = one process) inside ``DistributedDataParallel``."""
+    if not context.enabled:
+        return model
+    convert_batchnorm(model)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

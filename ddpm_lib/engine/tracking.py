@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .config import WANDB_MODES
+from ddpm_lib.config import WANDB_MODES
 
 CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "gpu_memory_gb", "gpu_power_w", "nonfinite_steps")
 
@@ -128,3 +128,84 @@ class MetricsLogger:
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+# ----- the loss between log lines, and the divergence watch -----------------------------------------
+MAX_NONFINITE_STEPS = 20  # a non-finite loss this many steps in a row stops the run (fp16 skips are normal)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stayed NaN or infinite, or the weights became so."""
+
+
+class LossWatch:
+    """Accumulates the loss on the device, without a host sync (so it can live inside a CUDA graph):
+    finite losses are summed and counted, runs of non-finite ones measured. :meth:`collect`, at a log
+    step, gives the mean loss and the skipped steps since the last one, and stops a run that diverged."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.finite_count = torch.zeros((), device=device)
+        self.nonfinite_run = torch.zeros((), device=device)  # consecutive non-finite losses
+        self.nonfinite_max = torch.zeros((), device=device)  # the longest such run since the last log
+
+    def record(self, loss: torch.Tensor) -> None:
+        """Add one step's loss (graph-safe: tensor arithmetic only)."""
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss.float(), torch.zeros_like(self.loss_sum))
+        self.finite_count += finite.float()
+        self.nonfinite_run.copy_((self.nonfinite_run + 1) * (~finite).float())
+        torch.maximum(self.nonfinite_max, self.nonfinite_run, out=self.nonfinite_max)
+
+    def collect(self, count: int, reduce, weights_finite: bool, step: int, advice: str) -> tuple[float, int]:
+        """The mean finite loss and the number of skipped steps among the last ``count`` steps (summed
+        over processes by ``reduce``), then reset. Raises :class:`TrainingDivergedError` when the loss
+        stayed non-finite for :data:`MAX_NONFINITE_STEPS` steps in a row, or the weights are not finite;
+        ``advice`` ends the message (where the last checkpoint is, what to change)."""
+        totals = reduce(torch.stack([self.loss_sum, self.finite_count]))
+        longest = int(self.nonfinite_max.item())
+        loss = (totals[0] / totals[1].clamp(min=1)).item() if totals[1] > 0 else float("nan")
+        skipped = count - int(round(totals[1].item()))
+        for tensor in (self.loss_sum, self.finite_count, self.nonfinite_max):
+            tensor.zero_()
+        if longest >= MAX_NONFINITE_STEPS or not weights_finite:
+            what = (f"the loss stayed non-finite for {longest} steps in a row" if weights_finite
+                    else f"the weights became non-finite (the loss was non-finite for {longest} step(s) in a row)")
+            raise TrainingDivergedError(f"{what} by step {step}; {advice}")
+        return loss, skipped
+
+
+class ProgressReport:
+    """How a run shows its progress: a tqdm bar, a plain line per log step (papermill, log files) or
+    nothing; only the main process shows anything."""
+
+    STYLES = ("bar", "lines", "none")
+
+    def __init__(self, style: bool | str, total: int, initial: int, enabled: bool = True):
+        self.style = self.style_of(style)
+        self.total, self.enabled, self.bar = total, enabled, None
+        if self.style == "bar" and enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step")
+
+    @classmethod
+    def style_of(cls, style: bool | str) -> str:
+        """``style`` checked, with True / False read as ``"bar"`` / ``"none"``."""
+        style = {True: "bar", False: "none"}.get(style, style)
+        if style not in cls.STYLES:
+            raise ValueError(f"progress={style!r}: use one of {cls.STYLES}")
+        return style
+
+    def show(self, entry: dict, count: int) -> None:
+        """One logged entry, after ``count`` more steps."""
+        if self.style == "lines" and self.enabled:
+            print(f"step {entry['step']}/{self.total}  loss {entry['loss']:.4f}  {entry['images_per_s']:.0f} img/s",
+                  flush=True)
+        if self.bar is not None:
+            self.bar.update(count)
+            self.bar.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{entry['images_per_s']:.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -18,8 +18,8 @@ weights' checksum, with a name built from the data cache's identity and the spli
 (:func:`real_cache_name`), so other weights or another crop never reuse stale features.
 
 Sample size: FID is biased upwards at small N, and KID's unbiased estimate is noisy there (and can
-be slightly negative for sets from one distribution). Every row therefore states its N, and the
-reference rows are scored at the model rows' N (:func:`reference_rows`).
+be slightly negative for sets from one distribution). Every row therefore states its N on each
+side, and the reference rows are scored at the model rows' N (``evaluation.scoring``).
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import paths, study
-from .device import resolve_device
-from .transforms import nhwc_to_nchw
+from ddpm_lib import paths
+from ddpm_lib.device import resolve_device
+from ddpm_lib.transforms import nhwc_to_nchw
 
 OFFICIAL_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{OFFICIAL_WEIGHTS_NAME}"
 STANDIN_LABEL = "stand-in Inception weights (random): numbers test the plumbing only, not comparable"
 OFFICIAL_LABEL = "torch-fidelity Inception (official weights)"
-STUDY_ROW = {k: study.RESULT[k] for k in ("network", "schedule", "sampler", "FID", "KID mean", "KID std", "note")}
 
 
 class InceptionWeightsError(RuntimeError):
@@ -144,7 +143,7 @@ def choose_inception_weights(weights=None, source: str = "synthetic",
 
 def weights_key(weights: str | Path | None) -> str:
     """A short identity of the resolved weights (their MD5), or ``"official"`` for torch-fidelity's own."""
-    from .data.download import verified_md5
+    from ddpm_lib.data.download import verified_md5
 
     return verified_md5(Path(weights))[:12] if weights is not None else "official"
 
@@ -210,67 +209,3 @@ def nearest_neighbours(samples_uint8: np.ndarray, train_uint8: np.ndarray, k: in
     train = torch.from_numpy(train_uint8.reshape(len(train_uint8), -1)).float()
     distances = torch.cdist(samples, train)
     return distances.topk(k, largest=False).indices.numpy()
-
-
-def evaluate_run(run, real_uint8: np.ndarray, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
-                 num_samples: int | None = None, weights=None, device=None, batch_size: int | None = 256,
-                 compile_network: bool = False, save_dir: str | Path | None = None,
-                 real_cache_name: str | None = None, seed: int = 0, species=None,
-                 guidance: float | None = None) -> dict:
-    """Sample from a trained run (``Run.sample``) and score the samples against ``real_uint8``.
-
-    Args:
-        run: an ``experiment.Run``.
-        real_uint8: the reference set, uint8 (N, H, W, 3): the test split from the same cache.
-        sampler, steps, eta: ``"ddpm"`` (all T steps), ``"ddim"`` or ``"dpmpp"``.
-        num_samples: generated images (default: as many as ``real_uint8``, the test-set size).
-        batch_size: images per sampling batch (None: all at once). The default bounds the memory:
-            2,350 SmallUNet images in one fp32 batch took 17.6 GB on an H200, more than a T4's 15 GB.
-        save_dir: where the generated set is saved (``samples_<sampler>.npz``), so a metric can be
-            recomputed without sampling again.
-        species, guidance: a conditional run's species per image and guidance weight.
-    Returns:
-        the :func:`kid_fid` dict plus sampler, sampling seconds, device and the ``samples`` (uint8).
-    """
-    device = resolve_device(device)
-    if device != run.device:
-        run.model.to(device)
-        run.diffusion.to(device)
-    num_samples = num_samples or len(real_uint8)
-    started = time.perf_counter()
-    generated = run.sample(num_samples, sampler=sampler, steps=steps, eta=eta, seed=seed, batch_size=batch_size,
-                           species=species, guidance=guidance, compile_network=compile_network)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
-    label = run.sampler_label(sampler, steps, eta, guidance if species is not None else None)
-    if save_dir is not None:
-        save_dir = Path(save_dir)
-        save_dir.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(save_dir / f"samples_{label.replace(' ', '_')}.npz", images=generated)
-    scores = kid_fid(generated, real_uint8, weights=weights, device=device, real_cache_name=real_cache_name)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    return {"sampler": label, "sampling seconds": round(seconds, 2), "device": device_name, **scores,
-            "samples": generated}
-
-
-def reference_rows(train_uint8: np.ndarray, test_uint8: np.ndarray, num_samples: int, weights=None, device=None,
-                   real_cache_name: str | None = None, seed: int = 0) -> list[dict]:
-    """The rows that give the model rows a scale, at the model rows' sample size N:
-
-    * ``train split vs test split``: N training images (a seeded subset) against the test split,
-      as a model row's N samples are: what real images of the same distribution score (the data
-      floor). A model can land below it by chance or by matching the test set's statistics.
-    * ``test split, half vs half``: two disjoint halves of the test split against each other: the
-      noise floor of the metric at that size (each half is N_test / 2, stated in the row).
-    """
-    rng = np.random.default_rng(seed)
-    count = min(num_samples, len(train_uint8))
-    floor = train_uint8[rng.choice(len(train_uint8), count, replace=False)]
-    order = rng.permutation(len(test_uint8))
-    half = len(test_uint8) // 2
-    rows = [{"network": "train split vs test split (data floor)", "schedule": "", "sampler": "",
-             **kid_fid(floor, test_uint8, weights=weights, device=device, real_cache_name=real_cache_name)},
-            {"network": "test split, half vs half (noise floor)", "schedule": "", "sampler": "",
-             **kid_fid(test_uint8[order[:half]], test_uint8[order[half:2 * half]], weights=weights, device=device)}]
-    return rows

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from .utils import unwrap_model
+from ddpm_lib.utils import unwrap_model
 
 
 class EMA:

@@ -144,7 +144,7 @@ class ForwardExplorer:
     def __init__(self, images, schedules: dict, mean, std, stride: int = 10, seed: int = 0, scale: int = 3):
         import torch
 
-        from .transforms import to_uint8_hwc
+        from ddpm_lib.transforms import to_uint8_hwc
 
         images = torch.as_tensor(images).double()
         num_steps = {s.num_steps for s in schedules.values()}
@@ -217,7 +217,7 @@ class BackwardExplorer:
     """
 
     def __init__(self, trajectories: dict, mean, std, sample: int = 0, scale: int = 3):
-        from .transforms import to_uint8_hwc
+        from ddpm_lib.transforms import to_uint8_hwc
 
         self.timesteps = {name: list(tr.timesteps) for name, tr in trajectories.items()}
         self.frames = {}

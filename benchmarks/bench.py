@@ -1,5 +1,5 @@
-"""``python -m ddpm_lib bench train | sample``: training throughput and sampling time, with the
-numbers a performance engineer asks for.
+"""``python benchmarks/bench.py train | sample | evaluate | fit``: training throughput and sampling time,
+with the numbers a performance engineer asks for.
 
 ``bench train``: images per second of the *full* training step (batch drawing, flips,
 standardization, forward, backward, AdamW, EMA: ``train.Trainer``) for every network in every mode:
@@ -38,12 +38,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .build import build_diffusion
-from .config import Config, get_profile
-from .device import compile_supported, resolve_device
-from .device import name as device_name_of
-from .models import BaselineUNet, SmallUNet, count_parameters
-from .train import Trainer
+from ddpm_lib.build import build_diffusion
+from ddpm_lib.config import Config, get_profile
+from ddpm_lib.device import compile_supported, resolve_device
+from ddpm_lib.device import device_name as device_name_of
+from ddpm_lib.engine.train import Trainer
+from ddpm_lib.experiment import SAMPLING_BATCH_SIZE
+from ddpm_lib.math.sampling import SamplerSpec
+from ddpm_lib.models import BaselineUNet, SmallUNet, count_parameters
 
 MODES = ("eager", "graph", "compile", "graph+compile")
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, for "achieved / peak".
@@ -176,12 +178,9 @@ def timed_windows(step, device: torch.device, window: float, repeats: int, warmu
 
 
 def engine_config(batch_size: int, mode: str, num_classes: int | None = None) -> Config:
-    config = get_profile("full")
-    config.train.batch_size, config.train.wandb = batch_size, "disabled"
-    config.train.cuda_graph = "graph" in mode
-    config.train.compile = "compile" in mode
-    config.model.num_classes = num_classes
-    return config
+    return get_profile("full").override({"train.batch_size": batch_size, "train.wandb": "disabled",
+                                         "train.cuda_graph": "graph" in mode, "train.compile": "compile" in mode,
+                                         "model.num_classes": num_classes})
 
 
 def bench_engine(model, diffusion, images_uint8, batch_size, device, seconds=2.0, compile_network=False,
@@ -307,11 +306,10 @@ def _peer_versions() -> dict:
 
 def _sampling_run(num_classes: int | None, image_size: int, device: torch.device):
     """A Run with a randomly initialised Keras-size SmallUNet (output layer not zero: real arithmetic)."""
-    from .experiment import Run
+    from ddpm_lib.experiment import Run
 
     torch.manual_seed(0)
-    config = get_profile("full")
-    config.model.num_classes = num_classes
+    config = get_profile("full").override({"model.num_classes": num_classes, "data.image_size": image_size})
     model = SmallUNet(num_classes=num_classes)
     torch.nn.init.normal_(model.output_conv.weight, std=0.02)
     diffusion = build_diffusion(config.diffusion).to(device)
@@ -319,28 +317,28 @@ def _sampling_run(num_classes: int | None, image_size: int, device: torch.device
                [], 0)
 
 
-# The cases of ``bench sample``, by name: (label, sampler, steps, network, guidance, compiled, batch size);
-# network "unconditional" or "conditional" (200 species); batch "evaluate" is what ``evaluate`` uses,
-# None all at once. Guided and unguided conditional cases use the same network, so their ratio is
-# the price of guidance alone.
+# The cases of ``bench sample``, by name: (sampler setting, network, compiled, batch size); network
+# "unconditional" or "conditional" (200 species, labelled draws); batch "evaluate" is what ``evaluate``
+# uses, None all at once. Guided and unguided conditional cases use the same network, so their ratio
+# is the price of guidance alone.
 SAMPLE_CASES = {
-    "ddim": ("DDIM-50", "ddim", 50, "unconditional", None, False, "evaluate"),
-    "ddim-compiled": ("DDIM-50", "ddim", 50, "unconditional", None, True, "evaluate"),
-    "ddim-compiled-one-batch": ("DDIM-50", "ddim", 50, "unconditional", None, True, None),
-    "dpmpp": ("DPM-Solver++-20", "dpmpp", 20, "unconditional", None, False, "evaluate"),
-    "dpmpp-compiled": ("DPM-Solver++-20", "dpmpp", 20, "unconditional", None, True, "evaluate"),
-    "conditional": ("conditional DDIM-50, unguided", "ddim", 50, "conditional", 1.0, False, "evaluate"),
-    "conditional-compiled": ("conditional DDIM-50, unguided", "ddim", 50, "conditional", 1.0, True, "evaluate"),
-    "guided": ("guided DDIM-50, w 3", "ddim", 50, "conditional", 3.0, False, "evaluate"),
-    "guided-compiled": ("guided DDIM-50, w 3", "ddim", 50, "conditional", 3.0, True, "evaluate"),
-    "ddpm-compiled": ("DDPM-T", "ddpm", 0, "unconditional", None, True, "evaluate"),
+    "ddim": ("DDIM-50", "unconditional", False, "evaluate"),
+    "ddim-compiled": ("DDIM-50", "unconditional", True, "evaluate"),
+    "ddim-compiled-one-batch": ("DDIM-50", "unconditional", True, None),
+    "dpmpp": ("DPM-Solver++-20", "unconditional", False, "evaluate"),
+    "dpmpp-compiled": ("DPM-Solver++-20", "unconditional", True, "evaluate"),
+    "conditional": ("DDIM-50", "conditional", False, "evaluate"),
+    "conditional-compiled": ("DDIM-50", "conditional", True, "evaluate"),
+    "guided": ("DDIM-50 w=3", "conditional", False, "evaluate"),
+    "guided-compiled": ("DDIM-50 w=3", "conditional", True, "evaluate"),
+    "ddpm-compiled": ("DDPM", "unconditional", True, "evaluate"),
 }
 DEFAULT_SAMPLE_CASES = ("ddim", "ddim-compiled", "dpmpp", "dpmpp-compiled", "guided", "guided-compiled",
                         "ddpm-compiled")
 
 
-def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, batch_size: int | None = 256,
-                 repeats: int = 3, cases=DEFAULT_SAMPLE_CASES) -> dict:
+def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None,
+                 batch_size: int | None = SAMPLING_BATCH_SIZE, repeats: int = 3, cases=DEFAULT_SAMPLE_CASES) -> dict:
     """Seconds to draw ``num_samples`` images through ``Run.sample`` (as ``evaluate`` does), per case
     (names of :data:`SAMPLE_CASES`; ``batch_size`` is evaluate's batch). Guided cases use a
     conditional SmallUNet (200 species) with one doubled-batch network call per step; DDPM-T is
@@ -353,33 +351,34 @@ def bench_sample(num_samples: int = 2350, image_size: int = 64, device=None, bat
     runs = {}
     rows = []
     for case in cases:
-        label, sampler, steps, network, guidance, compiled, batch = SAMPLE_CASES[case]
+        setting, network, compiled, batch = SAMPLE_CASES[case]
         batch = batch_size if batch == "evaluate" else batch
         if network not in runs:
             runs[network] = _sampling_run(200 if network == "conditional" else None, image_size, device)
         run = runs[network]
-        label = label.replace("DDPM-T", f"DDPM-{run.diffusion.num_steps}")
+        spec = SamplerSpec.parse(setting).for_diffusion(run.diffusion.num_steps)
+        label = ("conditional " if network == "conditional" else "") + spec.name
         row = {"case": case, "sampler": label, "compiled": compiled, "num_samples": num_samples,
                "batch_size": batch or num_samples}
         if compiled and not compile_supported(device):
             continue
-        how = {"sampler": sampler, "batch_size": batch, "guidance": guidance, "compile_network": compiled,
-               "species": torch.arange(num_samples) % 200 if network == "conditional" else None}
+        how = {"batch_size": batch, "compile_network": compiled,
+               "labels": torch.arange(num_samples) % 200 if network == "conditional" else None}
         try:
             started = time.perf_counter()
-            if sampler != "ddpm":
-                run.sample(num_samples, steps=2, **how)  # warm-up: every batch shape, compiled once
+            if spec.sampler != "ddpm":
+                run.sample(num_samples, spec.replace(steps=2), **how)  # warm-up: every batch shape, compiled once
                 _sync(device)
             row["setup_s"] = round(time.perf_counter() - started, 1)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             seconds = []
-            for _ in range(1 if sampler == "ddpm" else repeats):
+            for _ in range(1 if spec.sampler == "ddpm" else repeats):
                 started = time.perf_counter()
-                pixels = run.sample(num_samples, steps=steps, **how)
+                drawn = run.sample(num_samples, spec, **how)
                 _sync(device)
                 seconds.append(time.perf_counter() - started)
-            assert pixels.dtype.name == "uint8" and len(pixels) == num_samples
+            assert drawn.images.dtype.name == "uint8" and len(drawn.images) == num_samples
             row.update(seconds_median=round(statistics.median(seconds), 3), seconds_min=round(min(seconds), 3),
                        repeats=len(seconds))
             if device.type == "cuda":
@@ -401,8 +400,8 @@ def bench_evaluate(num_samples: int = 2350, steps: int = 50, image_size: int = 6
 
     import numpy as np
 
-    from .data.synthetic import render_dataset
-    from .metrics import evaluate_run, write_standin_weights
+    from ddpm_lib.data.synthetic import render_dataset
+    from ddpm_lib.evaluation.metrics import kid_fid, write_standin_weights
 
     device = resolve_device(device)
     real, _ = render_dataset(num_real or num_samples, 10, image_size=image_size, seed=0)
@@ -410,13 +409,14 @@ def bench_evaluate(num_samples: int = 2350, steps: int = 50, image_size: int = 6
     with tempfile.TemporaryDirectory() as folder:
         weights = write_standin_weights(Path(folder) / "standin.pth", real[:32])
         started = time.perf_counter()
-        result = evaluate_run(run, np.asarray(real), steps=steps, num_samples=num_samples, weights=weights,
-                              device=device, compile_network=compile_network)
+        drawn = run.sample(num_samples, SamplerSpec("ddim", steps), compile_network=compile_network)
+        sampling = time.perf_counter() - started
+        result = kid_fid(drawn.images, np.asarray(real), weights=weights, device=device)
         _sync(device)
         total = time.perf_counter() - started
-    result.pop("samples")
     row = {"what": "evaluate: sampling + Inception + KID/FID", "num_samples": num_samples, "num_real": len(real),
-           "seconds_total": round(total, 1), **{k: v for k, v in result.items() if k != "note"}}
+           "seconds_total": round(total, 1), "sampler": drawn.spec.name, "sampling seconds": round(sampling, 2),
+           **{k: v for k, v in result.items() if k != "note"}}
     print(json.dumps(row), flush=True)
     return {**environment(device), "image_size": image_size, "rows": [row]}
 
@@ -427,16 +427,16 @@ def bench_fit(steps: int = 4_000, image_size: int = 64, device=None, batch_size:
     that rate carried over to the study's 28,000 steps (labelled as an extrapolation)."""
     import tempfile
 
-    from .data.synthetic import render_dataset
-    from .experiment import save_sample_grid
-    from .transforms import nhwc_to_nchw
+    from ddpm_lib.data.synthetic import render_dataset
+    from ddpm_lib.experiment import save_sample_grid
+    from ddpm_lib.transforms import nhwc_to_nchw
 
     device = resolve_device(device)
     images, _ = render_dataset(512, 10, image_size=image_size, seed=0)
-    config = get_profile("full")
-    config.train.steps, config.train.epochs, config.train.batch_size = steps, None, batch_size
-    config.train.wandb, config.train.checkpoint_every = "disabled", max(steps // 4, 1)
-    config.train.sample_every, config.train.log_every = max(steps // 2, 1), max(steps // 20, 1)
+    config = get_profile("full").override({
+        "train.steps": steps, "train.epochs": None, "train.batch_size": batch_size, "train.wandb": "disabled",
+        "train.checkpoint_every": max(steps // 4, 1), "train.sample_every": max(steps // 2, 1),
+        "train.log_every": max(steps // 20, 1), "data.image_size": image_size})
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         started = time.perf_counter()
@@ -464,7 +464,7 @@ def bench_fit(steps: int = 4_000, image_size: int = 64, device=None, batch_size:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lib bench")
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py")
     parser.add_argument("what", choices=("train", "sample", "evaluate", "fit"))
     parser.add_argument("--num-samples", type=int, default=2350, help="sample: images to draw (test-set size)")
     parser.add_argument("--cases", nargs="*", default=list(DEFAULT_SAMPLE_CASES),
@@ -499,9 +499,12 @@ def main(argv=None) -> int:
     else:
         result = bench_fit(args.steps or 4_000, args.image_size, args.device)
     slug = "".join(c if c.isalnum() else "_" for c in result["device"]).strip("_")[:40]
-    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "benchmarks" / "results" / (
-        f"{args.what}_{slug}.json")
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"{args.what}_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"device: {result['device']}; wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

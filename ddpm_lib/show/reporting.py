@@ -15,7 +15,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from . import paths
+from ddpm_lib import paths
 
 _WRITTEN: list[Path] = []
 
@@ -122,7 +122,7 @@ def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[P
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"% {caption} -- written by ddpm_lib.reporting; do not edit".replace("\n", " "),
+    lines = [f"% {caption} -- written by ddpm_lib.show.reporting; do not edit".replace("\n", " "),
              r"\begin{tabular}{@{}c@{}}", r"\begin{tabular}{" + "l" * len(columns) + "}", r"\toprule",
              " & ".join(_tex_escape(c) for c in columns) + r" \\", r"\midrule"]
     lines += [" & ".join(_tex_escape(format_value(row.get(c))) for c in columns) + r" \\" for row in rows]
@@ -149,7 +149,7 @@ def write_report_inputs(config, numbers: dict) -> Path:
     folder = paths.REPORT_DIR / "generated" / config.profile
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"% written by ddpm_lib.reporting for profile {config.profile}; do not edit",
+        f"% written by ddpm_lib.show.reporting for profile {config.profile}; do not edit",
         rf"\newcommand{{\ProfileName}}{{{_tex_escape(config.profile)}}}",
         rf"\newcommand{{\DataSource}}{{{_tex_escape(data_label(config.data.source))}}}",
         rf"\newcommand{{\FigDir}}{{{Path('..') / figures_dir(config).relative_to(paths.REPO_ROOT)}}}",
