@@ -17,7 +17,7 @@ PACKAGE = Path(ddpm_lib.__file__).parent
 # Each module's part, by its dotted name (the longest matching prefix wins).
 PARTS = {
     "ddpm_lib.paths": "bottom", "ddpm_lib.device": "bottom", "ddpm_lib.transforms": "bottom",
-    "ddpm_lib.study": "bottom", "ddpm_lib.utils": "bottom",
+    "ddpm_lib.study": "bottom", "ddpm_lib.utils": "bottom", "ddpm_lib.identity": "bottom",
     "ddpm_lib.math": "math", "ddpm_lib.models": "models", "ddpm_lib.data": "data",
     "ddpm_lib.config": "settings", "ddpm_lib.engine": "engine", "ddpm_lib.evaluation": "evaluation",
     "ddpm_lib.show": "show",
