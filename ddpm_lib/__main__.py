@@ -88,7 +88,11 @@ def configure(args):
         changes["train.cuda_graph"] = False
     if getattr(args, "no_compile", False):
         changes["train.compile"] = False
-    return config.override({**changes, **parse_settings(getattr(args, "set", None))})
+    config = config.override({**changes, **parse_settings(getattr(args, "set", None))})
+    if getattr(args, "data_dir", None) and config.data.source == "synthetic":
+        raise ValueError(f"--data-dir {args.data_dir} is for real CUB data, but profile {config.profile!r} uses the "
+                         "synthetic replica (data.source = synthetic); drop --data-dir, or use --profile colab or full")
+    return config
 
 
 def sampler_spec(base, args):
@@ -115,7 +119,7 @@ def run_train(args) -> int:
         run = run_experiment(config, args.run_name or run_name(config), resume=resume,
                              retrain=args.retrain, checkpoint_dir=args.checkpoint_dir,
                              device=context.device or args.device, progress="bar" if context.is_main else False,
-                             data_dir=args.data_dir)
+                             data_dir=args.data_dir, extend=args.extend)
     finally:
         if context.enabled:
             torch.distributed.destroy_process_group()
@@ -177,6 +181,7 @@ def run_evaluate(args) -> int:
 
     from ddpm_lib.evaluation.scoring import evaluate
     from ddpm_lib.experiment import yardstick
+    from ddpm_lib.identity import move_aside
     from ddpm_lib.show.reporting import text_table
 
     run = _load_run(args)
@@ -184,13 +189,18 @@ def run_evaluate(args) -> int:
     given = any(getattr(args, key) is not None for key in ("sampler", "steps", "eta", "guidance"))
     specs = [sampler_spec(run.config.sample, args)] if given else settings.samplers_for(run.config.model.name)
     stick = yardstick(run.config, weights=args.weights, data_dir=args.data_dir, device=args.device, progress=False)
+    stick.check(run)  # a run is scored on its own data's test split only
     result = evaluate({run.run_dir.name: run}, specs, stick.reference, stick.classifier,
                       args.num_samples or settings.num_samples, settings.seed, inception=stick.inception,
                       compile_network=args.compile, save_dir=run.run_dir / "evaluation")
     log = run.run_dir / "evaluation" / "results.jsonl"
-    with open(log, "a") as handle:
+    stamp = {"profile": run.config.profile, "run identity": run.identity, "checkpoint step": run.step}
+    if log.exists() and any(json.loads(line).get("run identity") != run.identity
+                            for line in log.read_text().splitlines() if line.strip()):
+        print(f"{log} holds rows of another training; moved it aside to {move_aside(log)}")
+    with open(log, "a") as handle:  # one file, one training: every row says which
         for row in result.rows + result.references:
-            handle.write(json.dumps({"profile": run.config.profile, **row}) + "\n")
+            handle.write(json.dumps({**stamp, **row}) + "\n")
     print(text_table(result.table()))
     print(f"Inception: {stick.inception.label}; rows appended to {log}")
     return 0
@@ -267,14 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--non-rgb", choices=NON_RGB_POLICIES, default=None)
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
-    def network_options(sub, what: str) -> None:
+    def network_options(sub, what: str, data: bool = True) -> None:
         sub.add_argument("--profile", default=None, help="smoke, demo, colab or full (default: $DDPM_PROFILE or demo)")
         sub.add_argument("--model", choices=MODEL_NAMES, default=None, help=f"the network {what}")
         sub.add_argument("--attention", action="store_true", help="SmallUNet with self-attention")
         sub.add_argument("--schedule", choices=SCHEDULE_NAMES, default=None)
         sub.add_argument("--num-classes", type=int, default=None, help="species to condition on (CUB: 200)")
         sub.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-        sub.add_argument("--data-dir", default=None, help="a CUB archive or folder (as for prepare)")
+        if data:
+            sub.add_argument("--data-dir", default=None, help="a CUB archive or folder (as for prepare)")
         sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                          help="change any config value, e.g. --set train.lr=1e-3 (repeatable)")
 
@@ -289,13 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == "train":
             sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/ (default: from the "
                                                              "network, schedule, prediction and loss)")
-            sub.add_argument("--resume", choices=("latest", "none"), default="latest")
-            sub.add_argument("--retrain", action="store_true", help="train again even if the run is finished")
+            sub.add_argument("--resume", choices=("latest", "none"), default="latest",
+                             help="none: train afresh (the old run's files are moved aside, not deleted)")
+            sub.add_argument("--retrain", action="store_true", help="train afresh even if the run is finished "
+                                                                    "(the old run's files are moved aside)")
+            sub.add_argument("--extend", action="store_true", help="train a finished run with a decaying learning "
+                                                                   "rate on to a longer --steps (a warm restart)")
             sub.add_argument("--checkpoint-dir", default=None, help="e.g. a Google Drive folder")
     for name, help_text in (("sample", "draw images from a trained run's EMA weights"),
                             ("evaluate", "score a trained run against the test split (species features, KID, FID)")):
         sub = commands.add_parser(name, help=help_text)
-        network_options(sub, "of the run (to find its default name)")
+        network_options(sub, "of the run (to find its default name)", data=name == "evaluate")
         sub.add_argument("--run-name", default=None, help="folder under runs/<profile>/ (default: as train names it)")
         defaults = "default: the profile's sample setting" if name == "sample" else "default: the profile's settings"
         sub.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"ddpm, ddim or dpm_solver ({defaults})")

@@ -64,7 +64,8 @@ def pip_command(packages: list[str], constraints_file: Path) -> list[str]:
 
 
 def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
-    """Point the repository's ``runs/``, ``data/processed/`` and the CUB archive at ``drive_root``.
+    """Point the repository's ``runs/``, ``data/processed/``, ``data/notes/`` (the remembered data
+    location and checksum notes) and the CUB archive at ``drive_root``.
 
     Idempotent: a link that already points there is left alone, and its target is created again
     if it was deleted on Drive. A real folder that already holds files is never replaced (its files
@@ -76,6 +77,7 @@ def link_to_drive(repo_root: Path, drive_root: Path) -> dict[str, Path]:
     targets = {
         repo_root / "runs": drive_root / "runs",
         repo_root / "data" / "processed": drive_root / "processed",
+        repo_root / "data" / "notes": drive_root / "notes",
         repo_root / "data" / "raw" / ARCHIVE_NAME: drive_root / ARCHIVE_NAME,
     }
     for link, target in targets.items():
@@ -108,7 +110,8 @@ def unlink_drive(repo_root: Path) -> list[Path]:
     from ddpm_lib.data.download import ARCHIVE_NAME
 
     removed = []
-    for link in (repo_root / "runs", repo_root / "data" / "processed", repo_root / "data" / "raw" / ARCHIVE_NAME):
+    for link in (repo_root / "runs", repo_root / "data" / "processed", repo_root / "data" / "notes",
+                 repo_root / "data" / "raw" / ARCHIVE_NAME):
         if link.is_symlink():
             link.unlink()
             removed.append(link)
@@ -176,10 +179,13 @@ def setup_colab(use_drive: bool = True, repo_root: Path | None = None, mount_poi
     if use_drive and mount_drive(mount_point):
         result.drive_root = mount_point / DRIVE_FOLDER
         link_to_drive(repo_root, result.drive_root)
+        print(f"runs (checkpoints, metrics, samples), the data cache, the CUB archive and the data notes are kept on "
+              f"Google Drive in {result.drive_root}: after a reset, run the notebook again; training resumes from "
+              "the last checkpoint and nothing is downloaded again")
     else:
         unlink_drive(repo_root)
-        print(f"checkpoints, metrics and the data cache are kept in {result.drive_root}: after a reset, run the "
-              "notebook again and training resumes from the last checkpoint")
+        print("Google Drive is not used: runs, the data cache and the archive stay in this runtime and are lost "
+              "when it resets (then training starts again from step 0)")
     result.has_gpu, line = describe_device()
     print(line)
     result.profile = os.environ.setdefault("DDPM_PROFILE", "colab" if result.has_gpu else "demo")
@@ -211,21 +217,30 @@ def badge(repo_url: str, notebook: str, branch: str = "main") -> str:
     return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(repo_url, notebook, branch)})"
 
 
-def setup_cell(repo_url: str) -> str:
-    """The source of every notebook's first code cell."""
-    return f'''{SETUP_MARKER} (does nothing outside Google Colab): fetch the repository, make ddpm_lib importable,
-# keep Colab's torch and ipywidgets, offer Google Drive for the data cache and checkpoints, report the GPU.
+def setup_cell(repo_url: str, branch: str = "main") -> str:
+    """The source of every notebook's first code cell: clone the repository at ``branch`` (the one its
+    badge opens), or bring an earlier clone of this runtime to that branch's commit, then set up."""
+    return f'''{SETUP_MARKER} (does nothing outside Google Colab): fetch the repository at this notebook's branch,
+# make ddpm_lib importable, keep Colab's torch and ipywidgets, offer Google Drive, report the GPU.
 import sys
 
 REPO_URL = "{repo_url}"
+BRANCH = "{branch}"  # the branch this notebook's Colab badge opens
 USE_DRIVE = True  # False: keep everything in the runtime (lost when it resets)
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
     repo_dir = "/content/" + REPO_URL.rstrip("/").rsplit("/", 1)[-1]
+    git = ["git", "-C", repo_dir]
     if not os.path.isdir(repo_dir):
-        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, repo_dir], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", BRANCH, REPO_URL, repo_dir], check=True)
+    elif subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout:
+        raise SystemExit(f"{{repo_dir}} has changes of yours, so it was not brought to {{BRANCH}}: keep them with "
+                         f"!git -C {{repo_dir}} stash (or drop the clone: !rm -rf {{repo_dir}}), then run this again")
+    else:  # a clone from earlier in this runtime: bring it to this notebook's branch and commit
+        subprocess.run([*git, "fetch", "-q", "--depth", "1", "origin", BRANCH], check=True)
+        subprocess.run([*git, "checkout", "-q", "-B", BRANCH, "FETCH_HEAD"], check=True)
     if repo_dir not in sys.path:
         sys.path.insert(0, repo_dir)
     from ddpm_lib.colab import setup_colab
@@ -255,7 +270,7 @@ def update_links(repo_url: str, root: Path | None = None, branch: str = "main") 
             raise ValueError(f"{path}: the first cell should be the Markdown title")
         text = _BADGE_PATTERN.sub("", "".join(title["source"])).lstrip("\n")
         title["source"] = _lines(f"{badge(repo_url, name, branch)}\n\n{text}")
-        setup = _lines(setup_cell(repo_url))
+        setup = _lines(setup_cell(repo_url, branch))
         if len(cells) > 1 and "".join(cells[1]["source"]).startswith(SETUP_MARKER):
             cells[1]["source"] = setup
         else:

@@ -16,6 +16,7 @@ A run saves its config as JSON (``Config.to_json``) beside its checkpoints and r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from ddpm_lib import study
 from ddpm_lib.data.cub import CROPS, DEFAULT_IMAGE_SIZE, NON_RGB_POLICIES, SOURCES, SPLITS, check_image_size
 from ddpm_lib.device import PRECISIONS
+from ddpm_lib.identity import Manifest, manifest
 from ddpm_lib.math.diffusion import LOSS_TYPES, PREDICTION_TYPES
 from ddpm_lib.math.sampling import SamplerSpec
 from ddpm_lib.math.schedules import SCHEDULE_NAMES
@@ -286,31 +288,36 @@ class Config:
         return Config.from_dict(data)
 
 
-# What makes a run what it is: a checkpoint whose config differs from the requested one in any key
-# of these sections is another run (another network, another target, other data). The train section
-# may change between a run and its resume: a longer train.steps extends it, lr and weight decay are
-# applied anew.
-IDENTITY_SECTIONS = ("data", "model", "diffusion")
+# The train settings that make a run what it is, beside its data, network and diffusion (all of those):
+# the recipe. The length may grow (train.steps; a decaying learning rate only with --extend, which
+# records a warm restart), and how the steps run (precision, CUDA graph, compilation, logging,
+# checkpoints, W&B) may change between a run and its resume; nothing else may.
+RUN_RECIPE = ("batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "ema_decay",
+              "ema_warmup", "label_dropout", "init_from", "seed")
 
 
-def identity_differences(saved: dict | Config, requested: dict | Config) -> list[str]:
-    """The ``section.key`` entries (with both values) in which two configs differ as runs
-    (:data:`IDENTITY_SECTIONS`); an empty list means a checkpoint of ``saved`` may serve ``requested``."""
-    saved = saved if isinstance(saved, Config) else Config.from_dict(saved)
-    requested = requested if isinstance(requested, Config) else Config.from_dict(requested)
-    differences = []
-    for section in IDENTITY_SECTIONS:
-        old, new = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(requested, section))
-        differences += [f"{section}.{key}: {old[key]!r} in the run, {new[key]!r} asked for"
-                        for key in new if old.get(key) != new[key]]
-    return differences
+def run_settings(config: Config) -> dict:
+    """Every setting in a run's identity: the data, model and diffusion sections and the train recipe."""
+    return {"data": dataclasses.asdict(config.data), "model": dataclasses.asdict(config.model),
+            "diffusion": dataclasses.asdict(config.diffusion),
+            "train": {key: getattr(config.train, key) for key in RUN_RECIPE}}
+
+
+def run_manifest(config: Config, data: str | None, start: str | None = None) -> Manifest:
+    """The manifest of a run (``identity.py``): its data (the identity of the data cache it trains on),
+    the run it starts from (``train.init_from``'s identity) and :func:`run_settings`."""
+    inputs = {"data": data or "unrecorded"}
+    if start is not None:
+        inputs["init_from"] = start
+    return manifest("run", inputs, run_settings(config))
 
 
 def run_name(config: Config) -> str:
-    """The default name of a run's folder, from every setting that changes the network or what it
-    learns: ``<model>[_attention]_<schedule>_<prediction>_<loss>[_<K>species]``, e.g.
-    ``small_unet_cosine_v_mse``. The command line, the notebooks and the README all use it; other
-    differences (widths, data) are caught when the run is resumed (:func:`identity_differences`)."""
+    """The default name of a run's folder: ``<model>[_attention]_<schedule>_<prediction>_<loss>[_<K>species]``,
+    e.g. ``small_unet_cosine_v_mse``, and when any other setting of the run's identity (a width, the
+    data options, the recipe: :func:`run_settings`) differs from its profile's, ``-<6 hex digits>`` of
+    those settings, so a changed recipe trains a run of its own instead of meeting the profile's run.
+    The command line, the notebooks and the README all use it."""
     model, diffusion = config.model, config.diffusion
     parts = [model.name]
     if model.attention and model.name == "small_unet":
@@ -318,6 +325,17 @@ def run_name(config: Config) -> str:
     parts += [diffusion.schedule, diffusion.prediction, diffusion.loss]
     if model.num_classes is not None:
         parts.append(f"{model.num_classes}species")
+    named = {"model.attention": model.attention, "diffusion.schedule": diffusion.schedule,
+             "diffusion.prediction": diffusion.prediction, "diffusion.loss": diffusion.loss,
+             "model.num_classes": model.num_classes}
+    try:
+        reference = get_profile(config.profile, model=model.name).override(named)
+    except ValueError:  # not a profile's name: nothing to compare with
+        reference = None
+    settings = run_settings(config)
+    if reference is None or run_settings(reference) != settings:
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        return "_".join(parts) + f"-{digest}"
     return "_".join(parts)
 
 

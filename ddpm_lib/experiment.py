@@ -24,8 +24,8 @@ from torch import nn
 
 from ddpm_lib import paths
 from ddpm_lib.build import build_diffusion, build_model
-from ddpm_lib.config import Config, get_profile, identity_differences, run_name
-from ddpm_lib.data.cub import load_cache
+from ddpm_lib.config import Config, get_profile, run_manifest, run_name
+from ddpm_lib.data.cub import data_identity, load_cache
 from ddpm_lib.data.prepare import prepare_from_config
 from ddpm_lib.device import choose_precision, compile_supported, resolve_device
 from ddpm_lib.engine import checkpoints
@@ -34,6 +34,7 @@ from ddpm_lib.engine.train import RunMismatchError, Trainer, TrainResult
 from ddpm_lib.evaluation.classifier import ClassifierSettings, TrainedClassifier, classifier_for
 from ddpm_lib.evaluation.metrics import choose_inception_weights, real_cache_name
 from ddpm_lib.evaluation.scoring import Inception, ReferenceSet
+from ddpm_lib.identity import SET_ASIDE, IdentityMismatch, Manifest, move_aside, read_manifest, require_same
 from ddpm_lib.math.diffusion import GaussianDiffusion
 from ddpm_lib.math.sampling import (
     Denoiser,
@@ -112,6 +113,7 @@ class Run:
     step: int = 0
     species_names: list[str] = field(default_factory=list)
     engine: dict = field(default_factory=dict)  # how it trained: device, precision, graph, compile
+    manifest: Manifest | None = None  # what made it: its data, network, diffusion, recipe (identity.py)
     _compiled: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -121,6 +123,17 @@ class Run:
     @property
     def image_size(self) -> int:
         return self.config.data.image_size
+
+    @property
+    def identity(self) -> str | None:
+        """The run's identity (its manifest's), None for a network that was never a recorded run."""
+        return self.manifest.identity if self.manifest is not None else None
+
+    @property
+    def data_identity(self) -> str | None:
+        """The identity of the data cache the run learned from (None where unrecorded)."""
+        data = self.manifest.inputs.get("data") if self.manifest is not None else None
+        return None if data in (None, "unrecorded") else data
 
     def sample(self, num_samples: int, spec: SamplerSpec | str | None = None, *, seed: int = 0,
                batch_size: int | None = SAMPLING_BATCH_SIZE, labels=None, noise: torch.Tensor | None = None,
@@ -219,9 +232,10 @@ def load_run(run_dir: str | Path, device=None, checkpoint_dir=None) -> Run:
     model = build_model(config.model, config.data.image_size)
     model.load_state_dict(state["ema"]["model"])
     names = state.get("metadata", {}).get("species_names", [])
+    recorded = Manifest.from_dict(state["manifest"]) if state.get("manifest") else None
     return Run(config, model.to(resolve_device(device)).eval(),
                build_diffusion(config.diffusion).to(resolve_device(device)), state["mean"], state["std"], run_dir,
-               state.get("history", []), int(state["step"]), names, state.get("engine", {}))
+               state.get("history", []), int(state["step"]), names, state.get("engine", {}), recorded)
 
 
 def untrained_like(run: Run) -> Run:
@@ -295,6 +309,24 @@ class Yardstick:
     species_names: list[str] = field(default_factory=list)
     test_species: np.ndarray | None = None  # 0-based species of each test image
 
+    @property
+    def data_identity(self) -> str:
+        """The identity of the data cache whose splits this yardstick holds."""
+        return data_identity(self.cache_path)
+
+    def check(self, runs) -> None:
+        """Refuse to score a run on data other than its own: every run (a ``Run`` or a dict of them)
+        must have learned from this yardstick's data cache, whose test split it would be scored on."""
+        for run in runs.values() if isinstance(runs, dict) else [runs]:
+            if run.data_identity is None:
+                raise IdentityMismatch(f"{run.run_dir} does not record the data it learned from (made before runs "
+                                       "recorded their data); retrain it (--retrain) to score it")
+            if run.data_identity != self.data_identity:
+                raise IdentityMismatch(
+                    f"{run.run_dir} learned from data {run.data_identity}, but this test split belongs to data "
+                    f"{self.data_identity} ({self.cache_path.name}); score it with the data it was trained on "
+                    "(the same profile and data location), or retrain it on these data")
+
 
 def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=None, device=None,
               progress: bool = True) -> Yardstick:
@@ -316,22 +348,28 @@ def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=
 
 
 def run_experiment(config: Config, name: str | None = None, resume: str | None = "latest", retrain: bool = False,
-                   checkpoint_dir=None, device=None, progress: bool | str = True, data_dir=None) -> Run:
+                   checkpoint_dir=None, device=None, progress: bool | str = True, data_dir=None,
+                   extend: bool = False) -> Run:
     """Train the run ``runs/<profile>/<name>`` unless it is already finished; return it.
 
     Args:
         config: everything about the run.
         name: the run's folder name (default :func:`~ddpm_lib.config.run_name`).
-        resume: ``"latest"`` continues a killed run; None starts afresh (older checkpoints are moved
-            aside, not deleted).
-        retrain: train again even if a finished run exists.
-        checkpoint_dir: where checkpoints go (default: the run folder; e.g. Google Drive on Colab).
+        resume: ``"latest"`` continues a killed run of the same identity; None trains afresh.
+        retrain: train afresh even if the run is finished. Afresh (``retrain`` or ``resume=None``): the
+            old run's files, all of them (checkpoints, grids, metrics, evaluation rows, W&B), are moved
+            aside to ``<run>/set-aside/<time>/``, never deleted, and the new run gets a new W&B id.
+        checkpoint_dir: where checkpoints go (default: the run folder).
         progress: ``"bar"``, ``"lines"`` (papermill, logs) or ``"none"``; True / False: bar / none.
         data_dir: a CUB archive or folder (as ``prepare --data-dir``).
+        extend: let a finished run with a decaying learning rate train on to a longer ``train.steps``
+            (a warm restart, recorded in the run).
 
-    A finished run is reused when its network, diffusion and data match the config; a checkpoint
-    of another run in the folder is an error naming the differing keys (``--retrain`` replaces it).
-    Under ``torchrun`` every process runs this; rank 0 prepares the data first and alone writes files.
+    Identity (``identity.py``): the run's manifest holds the identity of the data cache it trains on,
+    its network, diffusion and recipe (``config.run_manifest``), and the identity of the run it starts
+    from. A run in the folder is reused or resumed only when its identity is the same; otherwise the
+    refusal names every differing entry. Under ``torchrun`` every process runs this; rank 0 prepares the
+    data first and alone writes files.
     """
     config.validate()
     name = name or run_name(config)
@@ -346,31 +384,58 @@ def run_experiment(config: Config, name: str | None = None, resume: str | None =
     if context.is_main:
         barrier(context)
     _check_species(config, data)
+    start = _start_identity(config)
+    wanted = run_manifest(config, data_identity(data.cache_path), start)
     total = config.train.total_steps(data.images.shape[0])
     state, _ = checkpoints.load_latest(checkpoint_dir, warn=False)
-    if state is not None and not retrain:
-        differences = identity_differences(state["config"], config)
-        if differences:
-            raise RunMismatchError(f"{run_dir} holds another run: " + "; ".join(differences)
-                                   + ". Choose another run name, or retrain (--retrain) to replace it.")
+    afresh = retrain or resume is None
+    if state is not None and not afresh:
+        require_same(state.get("manifest"), wanted, f"the run in {run_dir}",
+                     "Choose another run name, or --retrain to set the old run aside and train afresh.")
         if state["step"] >= total:
             if not quiet:
                 print(f"reusing the finished run in {run_dir} ({state['step']} steps)")
             return load_run(run_dir, device, checkpoint_dir)
-    if retrain:
-        resume = None
+    if afresh and context.is_main and run_dir.exists():
+        moved = set_aside_run(run_dir)
+        if moved is not None and not quiet:
+            print(f"moved the earlier run's files aside to {moved}")
     torch.manual_seed(config.train.seed)  # the network's initial weights follow the seed
     model = build_model(config.model, config.data.image_size)
-    if config.train.init_from and (retrain or resume is None or state is None):
+    if config.train.init_from and (afresh or state is None):
         _start_from(model, config, device)
     trainer = Trainer(model, build_diffusion(config.diffusion), data.images, data.mean, data.std, config,
-                      run_dir=run_dir, checkpoint_dir=checkpoint_dir, device=device, resume=resume,
-                      progress=progress if context.is_main else False, labels=data.species,
-                      on_sample=save_sample_grid, metadata={"species_names": data.species_names})
+                      run_dir=run_dir, checkpoint_dir=checkpoint_dir, device=device,
+                      resume=None if afresh else "latest", progress=progress if context.is_main else False,
+                      labels=data.species, on_sample=save_sample_grid,
+                      metadata={"species_names": data.species_names}, manifest=wanted, extend=extend)
     result: TrainResult = trainer.fit()
     model = result.ema.model.eval() if result.ema is not None else result.model  # the EMA lives on rank 0
     return Run(config, model, trainer.diffusion, data.mean, data.std, run_dir, result.history, result.step,
-               data.species_names, trainer.engine())
+               data.species_names, trainer.engine(), wanted)
+
+
+def set_aside_run(run_dir: Path) -> Path | None:
+    """Move everything of a run folder (but earlier set-aside runs) into ``<run>/set-aside/<time>/``."""
+    entries = [p for p in run_dir.iterdir() if p.name != SET_ASIDE]
+    if not entries:
+        return None
+    target = None
+    for entry in entries:
+        target = move_aside(entry, into=run_dir).parent
+    return target
+
+
+def _start_identity(config: Config) -> str | None:
+    """The identity of the run ``train.init_from`` names (None when the run starts from scratch)."""
+    if not config.train.init_from:
+        return None
+    source = paths.run_dir(config.profile, config.train.init_from)
+    recorded = read_manifest(source / "manifest.json")
+    if recorded is None:
+        raise FileNotFoundError(f"train.init_from={config.train.init_from!r}: {source} holds no finished run with "
+                                "a recorded identity; train it first")
+    return recorded.identity
 
 
 def _start_from(model: nn.Module, config: Config, device) -> None:
@@ -378,9 +443,13 @@ def _start_from(model: nn.Module, config: Config, device) -> None:
     the two networks share (a conditional network starting from an unconditional one keeps its new,
     zero-initialised class layers, so it starts as exactly that network)."""
     source = load_run(paths.run_dir(config.profile, config.train.init_from), device="cpu")
-    if identity_differences(source.config, _unconditional(config)):
+    plain = _unconditional(config)
+    differences = {section: (getattr(source.config, section), getattr(plain, section))
+                   for section in ("model", "diffusion", "data")
+                   if getattr(source.config, section) != getattr(plain, section)}
+    if differences:
         raise RunMismatchError(f"train.init_from={config.train.init_from!r} is another network: "
-                               + "; ".join(identity_differences(source.config, _unconditional(config))))
+                               + "; ".join(f"{k}: {a} in it, {b} asked for" for k, (a, b) in differences.items()))
     missing, unexpected = model.load_state_dict(source.model.state_dict(), strict=False)
     if unexpected or any(not (k.startswith("class_embedding") or ".film." in k) for k in missing):
         raise RunMismatchError(f"train.init_from={config.train.init_from!r}: weights do not fit "

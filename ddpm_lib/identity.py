@@ -150,8 +150,12 @@ def file_lock(path: str | Path, what: str, poll: float = 0.5):
     import fcntl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError:  # a read-only place: nothing can be written there anyway
+        yield
+        return
     locked, said = False, False
     try:
         while True:

@@ -118,7 +118,7 @@ def test_a_link_to_a_folder_deleted_on_drive_gets_its_folder_back_and_no_drive_m
     (repo / "runs" / "colab").mkdir(parents=True)  # would be FileExistsError through a dangling link
     assert (drive / "runs" / "colab").is_dir()
     removed = colab.unlink_drive(repo)  # Drive not mounted this time: the notebooks write into the runtime
-    assert sorted(p.name for p in removed) == ["CUB_200_2011.tgz", "processed", "runs"]
+    assert sorted(p.name for p in removed) == ["CUB_200_2011.tgz", "notes", "processed", "runs"]
     assert not (repo / "runs").is_symlink() and (drive / "runs" / "colab").is_dir()  # nothing on Drive lost
 
 
@@ -186,19 +186,21 @@ def _source_repository(tmp_path):
     return source
 
 
-def _run_cell_on_fake_colab(tmp_path, source_repo, content, extra_env=None):
+def _run_cell_on_fake_colab(tmp_path, source_repo, content, extra_env=None, branch="main", check=True):
     fake = tmp_path / "fake"
     (fake / "google" / "colab").mkdir(parents=True, exist_ok=True)
     (fake / "google" / "__init__.py").write_text("")
     (fake / "google" / "colab" / "__init__.py").write_text("")
     (fake / "google" / "colab" / "drive.py").write_text(FAKE_DRIVE)
-    cell = colab.setup_cell(str(source_repo))
+    cell = colab.setup_cell(str(source_repo), branch)
     assert cell.count('"/content/"') == 1
     cell = cell.replace('"/content/"', repr(str(content) + "/"))
     env = {k: v for k, v in os.environ.items() if k not in ("DDPM_PROFILE", "PYTHONPATH")}
     env.update(extra_env or {})
     done = subprocess.run([sys.executable, "-c", RUN_CELL.format(fake=str(fake), source=cell)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
+    if not check:
+        return None, done
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     return result, done.stdout
@@ -219,6 +221,8 @@ def test_the_setup_cell_on_a_fresh_colab_runtime_and_again_after_a_reset(tmp_pat
     assert result["mounts"] == [str(content / "drive")] * 2
     assert (clone / "runs").resolve() == drive / "runs"
     assert (clone / "data" / "processed").resolve() == drive / "processed"
+    assert (clone / "data" / "notes").resolve() == drive / "notes"  # the remembered data location survives a reset
+    assert f"kept on Google Drive in {drive}" in out and "lost" not in out
     if not _has_cuda():
         assert "WARNING: no GPU" in out and "T4 GPU" in out
         assert result["profile"] == "demo"
@@ -240,7 +244,8 @@ def test_declining_drive_goes_on_without_it(tmp_path):
     content = tmp_path / "content"
     content.mkdir()
     result, out = _run_cell_on_fake_colab(tmp_path, source_repo, content, {"FAKE_DRIVE_DECLINE": "1"})
-    assert "Google Drive not mounted" in out and "lost" in out
+    assert "Google Drive not mounted" in out and "Google Drive is not used" in out and "lost" in out
+    assert "None" not in out
     assert result["mounts"] == [] and not (content / "ddpm-cub" / "runs").is_symlink()
     assert Path(result["ddpm_lib"]).is_relative_to(content / "ddpm-cub")
 
@@ -264,3 +269,41 @@ def _has_cuda():
     import torch
 
     return torch.cuda.is_available()
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def _commit(repo, message, **files):
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    env = {**os.environ, **GIT_ENV}
+    subprocess.run(["git", "add", "."], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-q", "-m", message], cwd=repo, check=True, env=env)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+def _head(clone):
+    return subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.slow
+def test_the_badges_branch_is_cloned_and_an_earlier_clone_is_brought_to_it(tmp_path):
+    source_repo = _source_repository(tmp_path)
+    subprocess.run(["git", "checkout", "-q", "-b", "course"], cwd=source_repo, check=True)
+    course = _commit(source_repo, "the course branch", WHICH="course")
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=source_repo, check=True)
+    content = tmp_path / "content"
+    content.mkdir()
+    clone = content / "ddpm-cub"
+    _run_cell_on_fake_colab(tmp_path, source_repo, content, {"FAKE_DRIVE_DECLINE": "1"}, branch="course")
+    assert _head(clone) == course and (clone / "WHICH").read_text() == "course"
+    subprocess.run(["git", "checkout", "-q", "course"], cwd=source_repo, check=True)
+    newer = _commit(source_repo, "a fix on the course branch", WHICH="course, fixed")
+    _run_cell_on_fake_colab(tmp_path, source_repo, content, {"FAKE_DRIVE_DECLINE": "1"}, branch="course")
+    assert _head(clone) == newer  # the clone from before the fix is brought to the notebook's commit
+    (clone / "WHICH").write_text("a student's edit")
+    _, done = _run_cell_on_fake_colab(tmp_path, source_repo, content, {"FAKE_DRIVE_DECLINE": "1"}, branch="course",
+                                      check=False)
+    assert done.returncode != 0 and f"!git -C {clone} stash" in done.stderr  # stops with the exact command
+    assert (clone / "WHICH").read_text() == "a student's edit"  # nothing of the student's is lost

@@ -136,7 +136,8 @@ def test_splits_stats_and_cache_reuse(pristine, tmp_path, monkeypatch):
     assert np.allclose(cache.stats["random"]["mean"], train.mean(0)) and np.allclose(
         cache.stats["random"]["std"], train.std(0))
     manifest = json.loads(path.with_suffix(".json").read_text())
-    assert manifest["source_checksum"] == "abc" and manifest["options"]["split_seed"] == 1
+    assert manifest["source_checksum"] == "abc" and manifest["settings"]["options"]["split_seed"] == 1
+    assert manifest["identity"] in path.stem and manifest["inputs"] == {"source": "abc"}
 
     def fail(*args, **kwargs):
         raise AssertionError("preprocessing ran again")

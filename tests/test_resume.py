@@ -9,7 +9,7 @@ import torch
 
 from ddpm_lib.__main__ import main
 from ddpm_lib.build import build_diffusion
-from ddpm_lib.config import get_profile, identity_differences, run_name
+from ddpm_lib.config import get_profile, run_manifest, run_name
 from ddpm_lib.data.synthetic import render_dataset
 from ddpm_lib.engine import checkpoints
 from ddpm_lib.engine.train import RunMismatchError, Trainer, TrainingDivergedError
@@ -65,7 +65,7 @@ def test_an_attention_run_after_the_plain_one_gets_its_own_folder_and_a_clash_is
     code = main(["train", "--profile", "smoke", "--model", "small_unet", "--attention", "--steps", "4",
                  "--run-name", "small_unet_linear_eps_mse"])
     error = capsys.readouterr().err
-    assert code == 2 and "model.attention: False in the run, True asked for" in error
+    assert code == 2 and "settings.model.attention: False found, True asked for" in error
     assert "load_state_dict" not in error and len(error.splitlines()) == 1
 
 
@@ -73,7 +73,7 @@ def test_a_finished_linear_run_asked_for_with_cosine_is_refused_not_resumed(runs
     assert main(["train", "--profile", "smoke", "--steps", "4", "--run-name", "mine"]) == 0
     saved = json.loads((runs / "mine" / "config.json").read_text())
     assert main(["train", "--profile", "smoke", "--steps", "4", "--run-name", "mine", "--schedule", "cosine"]) == 2
-    assert "diffusion.schedule: 'linear' in the run, 'cosine' asked for" in capsys.readouterr().err
+    assert "settings.diffusion.schedule: 'linear' found, 'cosine' asked for" in capsys.readouterr().err
     assert json.loads((runs / "mine" / "config.json").read_text()) == saved  # the run's record is untouched
     # a longer train.steps extends the run; --retrain replaces it (the old checkpoints are set aside)
     assert main(["train", "--profile", "smoke", "--steps", "6", "--run-name", "mine"]) == 0
@@ -82,23 +82,33 @@ def test_a_finished_linear_run_asked_for_with_cosine_is_refused_not_resumed(runs
                  "--retrain"]) == 0
     state, _ = checkpoints.load_latest(runs / "mine" / "checkpoints")
     assert state["config"]["diffusion"]["schedule"] == "cosine" and state["step"] == 4
-    assert list((runs / "mine" / "checkpoints" / "set-aside").glob("*/ckpt_00000006.pt"))
+    assert list((runs / "mine" / "set-aside").glob("*/checkpoints/ckpt_00000006.pt"))  # the whole old run kept
 
 
-def test_identity_ignores_the_training_section_only():
+def test_the_identity_holds_the_data_and_the_recipe_and_not_the_length_or_the_mode():
     a, b = get_profile("smoke"), get_profile("smoke")
-    b.train.lr, b.train.steps, b.train.batch_size = 5e-3, 99, 8
-    assert identity_differences(a.to_dict(), b) == []
+    b.train.steps, b.train.log_every, b.train.precision = 99, 7, "fp32"
+    b.train.cuda_graph, b.train.wandb = False, "offline"
+    assert run_manifest(a, "data-1").identity == run_manifest(b, "data-1").identity  # length and mode may change
+    assert run_manifest(a, "data-1").identity != run_manifest(a, "data-2").identity  # other data
+    for key, value in (("lr", 5e-3), ("batch_size", 8), ("ema_decay", 0.9), ("label_dropout", 0.0),
+                       ("init_from", "x"), ("grad_clip", 1.0), ("warmup_steps", 3), ("lr_schedule", "cosine")):
+        c = get_profile("smoke")
+        setattr(c.train, key, value)
+        assert run_manifest(c, "data-1").identity != run_manifest(a, "data-1").identity, key
     b.data.crop = "square"
-    assert identity_differences(a, b) == ["data.crop: 'bbox' in the run, 'square' asked for"]
+    assert run_manifest(b, "data-1").identity != run_manifest(a, "data-1").identity
 
 
-def test_lr_and_weight_decay_come_from_the_config_after_a_resume(images, tmp_path):
+def test_another_recipe_is_refused_on_resume_and_nothing_is_written(images, tmp_path):
     trainer(images, tmp_path, steps=10, lr=1e-3, weight_decay=1e-4).fit()
-    resumed = trainer(images, tmp_path, steps=20, lr=5e-3, weight_decay=0.05)
-    assert all(g["lr"] == 5e-3 and g["weight_decay"] == 0.05 for g in resumed.optimizer.param_groups)
-    result = resumed.fit()
-    assert result.history[-1]["lr"] == pytest.approx(5e-3)
+    saved = (tmp_path / "config.json").read_text(), (tmp_path / "manifest.json").read_text()
+    for change in ({"lr": 5e-3}, {"weight_decay": 0.05}, {"batch_size": 8}):
+        with pytest.raises(RunMismatchError, match=f"settings.train.{next(iter(change))}: "):
+            trainer(images, tmp_path, steps=20, **{"lr": 1e-3, "weight_decay": 1e-4, **change})
+    assert ((tmp_path / "config.json").read_text(), (tmp_path / "manifest.json").read_text()) == saved
+    result = trainer(images, tmp_path, steps=20, lr=1e-3, weight_decay=1e-4).fit()  # the same recipe extends
+    assert result.step == 20 and result.history[-1]["lr"] == pytest.approx(1e-3)
 
 
 # ----- another mode on resume ----------------------------------------------------------------------
@@ -217,7 +227,7 @@ def test_a_resume_in_a_foreign_run_folder_is_refused_by_the_trainer_too(images, 
     trainer(images, tmp_path, steps=10).fit()
     config = get_profile("smoke")
     config.model.widths = (8, 24)
-    with pytest.raises(RunMismatchError, match=r"model.widths: \(8, 16, 24\) in the run, \(8, 24\) asked for"):
+    with pytest.raises(RunMismatchError, match=r"settings.model.widths: \[8, 16, 24\] found, \[8, 24\] asked for"):
         Trainer(SmallUNet(widths=(8, 24), block_depth=1), build_diffusion(config.diffusion), images,
                 torch.full((3,), 0.5), torch.full((3,), 0.25), config, run_dir=tmp_path, device="cpu",
                 resume="latest", progress=False)

@@ -4,8 +4,9 @@ This module works on an extracted ``CUB_200_2011`` folder: it parses the five me
 every image to its bird's box (the study's stated method; a square crop with a margin as an
 option), resizes to 64x64 with antialiasing, converts to RGB, and saves one ``.npz`` cache (images,
 labels, ids, both splits, per-channel stats of each train split) with a JSON manifest
-(:func:`build_cache`). Same source and options: the cache is reused; anything changed: it is
-rebuilt. Finding, downloading and extracting the data is ``prepare.py``'s job.
+(:func:`build_cache`). The cache's identity (``identity.py``) is the hash of the source's identity,
+every option and the stage's code version, and its file is named by it: the same identity is reused,
+anything changed makes another cache beside it. Finding, downloading and extracting the data is ``prepare.py``'s job.
 
 Policies, stated once:
 * Non-RGB JPEGs (CUB has a few grayscale ones; the synthetic replica adds CMYK): ``"convert"`` to
@@ -29,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ddpm_lib.identity import Manifest, file_lock, manifest, temporary_path, write_manifest
+
 METADATA_FILES = ("images.txt", "bounding_boxes.txt", "train_test_split.txt", "image_class_labels.txt")
-CACHE_VERSION = 2  # 2: the random split is stratified by species over all listed images
 # The choices of the data pipeline, named once (the config and the command line import them).
 SOURCES = ("synthetic", "cub")  # the embedded procedural replica, or the real CUB-200-2011
 CROPS = ("bbox", "square")  # the bird's box (the study's stated method), or a box-centred square + margin
@@ -373,58 +375,71 @@ class CubCache:
         return self.species_indices()[~self.split(which)]
 
 
-def cache_key(source_checksum: str, options: PreprocessOptions) -> str:
-    """A short hash of everything the cache depends on."""
-    payload = json.dumps({"source": source_checksum, "options": asdict(options), "version": CACHE_VERSION},
-                         sort_keys=True)
-    return hashlib.sha1(payload.encode()).hexdigest()[:10]
+def cache_manifest(source_checksum: str, options: PreprocessOptions, source: str) -> Manifest:
+    """What makes a cache: the source's identity (the archive's MD5, or an extracted folder's
+    :func:`folder_checksum`), every preprocessing option and the cache stage's code version."""
+    return manifest("data_cache", {"source": source_checksum}, {"source": source, "options": asdict(options)})
 
 
 def cache_path(cache_dir: str | Path, options: PreprocessOptions, source_checksum: str, source: str) -> Path:
-    """``cache_dir/cub_<source>_<size>px_<key>.npz``: the cache of these data and options. Its stem is
-    the cache's identity (what KID/FID feature caches of its images are keyed on)."""
-    return Path(cache_dir) / f"cub_{source}_{options.image_size}px_{cache_key(source_checksum, options)}.npz"
+    """``cache_dir/cub_<source>_<size>px_<identity>.npz``: the cache of these data and options. The
+    identity (:func:`cache_manifest`) is what runs, classifiers and feature caches record as their data."""
+    identity = cache_manifest(source_checksum, options, source).identity
+    return Path(cache_dir) / f"cub_{source}_{options.image_size}px_{identity}.npz"
+
+
+def data_identity(path: str | Path) -> str:
+    """The identity of the cache at ``path`` (recorded in its manifest; its file name carries it too)."""
+    recorded = json.loads(Path(path).with_suffix(".json").read_text()).get("identity")
+    if recorded is None:
+        raise FileNotFoundError(f"{path} was made before caches recorded their identity; run prepare again")
+    return recorded
 
 
 def build_cache(root: str | Path, cache_dir: str | Path, options: PreprocessOptions, source_checksum: str,
                 source: str, workers: int | None = None) -> Path:
     """Preprocess ``root`` into :func:`cache_path` (+ a ``.json`` manifest) unless a cache with the
-    same source and options exists. Returns the cache's path."""
+    same identity exists. Returns the cache's path.
+
+    One process builds at a time (a file lock); a second one waits and then finds the cache. Both files
+    are written under names unique to the process and renamed into place, the manifest last, so a cache
+    is either whole or absent."""
     cache_dir = Path(cache_dir)
     path = cache_path(cache_dir, options, source_checksum, source)
     manifest_path = path.with_suffix(".json")
-    if path.exists() and manifest_path.exists():
-        return path
-    arrays, report = preprocess(root, options, workers)
-    class_names = read_metadata(root).class_names
-    stats = {}
-    for name in SPLITS:
-        mean, std = channel_stats(arrays["images"][arrays[f"train_{name}"]])
-        stats[name] = {"mean": mean, "std": std}
-    manifest = {
-        "version": CACHE_VERSION,
-        "source": source,
-        "source_checksum": source_checksum,
-        "options": asdict(options),
-        "counts": {
-            "listed": report.total_listed, "kept": report.kept, "skipped": len(report.skipped),
-            "dropped_non_rgb": len(report.dropped_non_rgb), "clipped_boxes": report.clipped_boxes,
-            "train_random": int(arrays["train_random"].sum()), "test_random": int((~arrays["train_random"]).sum()),
-            "train_official": int(arrays["train_official"].sum()),
-            "test_official": int((~arrays["train_official"]).sum()),
-        },
-        "non_rgb": report.non_rgb,
-        "non_rgb_policy": report.non_rgb_policy,
-        "dropped_non_rgb_ids": report.dropped_non_rgb,
-        "skipped": report.skipped,
-        "stats": stats,
-        "classes": [{"id": key, "name": class_names[key]} for key in sorted(class_names)],
-    }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npz")
-    np.savez(temporary, **arrays)
-    temporary.replace(path)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    with file_lock(cache_dir / ".cache.lock", "the data cache"):
+        if path.exists() and manifest_path.exists():
+            return path
+        arrays, report = preprocess(root, options, workers)
+        class_names = read_metadata(root).class_names
+        stats = {}
+        for name in SPLITS:
+            mean, std = channel_stats(arrays["images"][arrays[f"train_{name}"]])
+            stats[name] = {"mean": mean, "std": std}
+        record = cache_manifest(source_checksum, options, source)
+        facts = {
+            "source_checksum": source_checksum,
+            "counts": {
+                "listed": report.total_listed, "kept": report.kept, "skipped": len(report.skipped),
+                "dropped_non_rgb": len(report.dropped_non_rgb), "clipped_boxes": report.clipped_boxes,
+                "train_random": int(arrays["train_random"].sum()),
+                "test_random": int((~arrays["train_random"]).sum()),
+                "train_official": int(arrays["train_official"].sum()),
+                "test_official": int((~arrays["train_official"]).sum()),
+            },
+            "non_rgb": report.non_rgb,
+            "non_rgb_policy": report.non_rgb_policy,
+            "dropped_non_rgb_ids": report.dropped_non_rgb,
+            "skipped": report.skipped,
+            "stats": stats,
+            "classes": [{"id": key, "name": class_names[key]} for key in sorted(class_names)],
+        }
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(path)
+        with open(temporary, "wb") as handle:  # a file object: np.savez adds no suffix
+            np.savez(handle, **arrays)
+        os.replace(temporary, path)
+        write_manifest(manifest_path, record, **facts)
     return path
 
 
@@ -434,10 +449,10 @@ def load_cache(path: str | Path) -> CubCache:
     manifest_path = path.with_suffix(".json")
     if not path.exists() or not manifest_path.exists():
         raise FileNotFoundError(f"{path}: no such cache; run `python -m ddpm_lib prepare` first")
-    manifest = json.loads(manifest_path.read_text())
+    facts = json.loads(manifest_path.read_text())
     with np.load(path) as data:
         return CubCache(
             images=data["images"], labels=data["labels"], image_ids=data["image_ids"],
             train_random=data["train_random"], train_official=data["train_official"],
-            stats=manifest["stats"], manifest=manifest,
+            stats=facts["stats"], manifest=facts,
         )

@@ -18,10 +18,12 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from ddpm_lib import paths
+from ddpm_lib.identity import file_lock, manifest, move_aside
 
 CUB_URLS = (
     "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",  # current
@@ -259,8 +261,11 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     """Extract a CUB-shaped archive into ``target`` safely and return ``target/CUB_200_2011``.
 
     Members with absolute paths, ``..``, links or special files are refused before anything is
-    written. Extraction goes to a temporary folder that is renamed at the end, so a killed run
-    leaves no half-extracted dataset; a second call with the same archive does nothing.
+    written. Extraction goes to a folder of this process's own that is renamed at the end, so a killed
+    run leaves no half-extracted dataset; a second call with the same archive does nothing. One process
+    extracts at a time (a file lock); one that waited finds the work done. A ``CUB_200_2011`` folder
+    already there that this code did not extract (a copy of yours) is moved aside into
+    ``target/set-aside/<time>/``, never deleted.
     """
     archive, target = Path(archive), Path(target)
     folder = target / "CUB_200_2011"
@@ -268,22 +273,32 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     if extracted_md5(folder) == checksum:
         return folder
     target.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)
-    staging = target / f".extracting-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member, staging)
-            if not any(PurePosixPath(m.name).parts[:1] == ("CUB_200_2011",) for m in members):
-                raise UnsafeArchiveError(f"{archive.name} has no CUB_200_2011/ folder at its top")
-            tar.extractall(staging, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        (staging / "CUB_200_2011" / EXTRACTED_MARKER).write_text(json.dumps({"archive": archive.name, "md5": checksum}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        (staging / "CUB_200_2011").replace(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with file_lock(target / ".extract.lock", f"the extraction of {archive.name}"):
+        if extracted_md5(folder) == checksum:  # another process finished it while this one waited
+            return folder
+        remove_stale_staging(target)
+        staging = target / f".extracting-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)  # this process's own name: nobody else's files
+        staging.mkdir()
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _check_member(member, staging)
+                if not any(PurePosixPath(m.name).parts[:1] == ("CUB_200_2011",) for m in members):
+                    raise UnsafeArchiveError(f"{archive.name} has no CUB_200_2011/ folder at its top")
+                tar.extractall(staging, members=members,
+                               **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            record = manifest("extraction", {"archive": checksum})
+            (staging / "CUB_200_2011" / EXTRACTED_MARKER).write_text(
+                json.dumps({"archive": archive.name, "md5": checksum, "identity": record.identity}))
+            if folder.exists():
+                if extracted_md5(folder) is not None:  # an extraction of another archive, made here
+                    shutil.rmtree(folder)
+                else:  # not made here: the user's copy, kept whole
+                    moved = move_aside(folder)
+                    warnings.warn(f"{folder} was not extracted here; moved it aside to {moved}", stacklevel=2)
+            (staging / "CUB_200_2011").replace(folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder

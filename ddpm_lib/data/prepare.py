@@ -3,17 +3,20 @@
 Sources, in order of precedence:
 1. ``data_dir`` (argument) or ``$DDPM_DATA_DIR``: an archive you already have (``.tgz``), a folder
    holding it, or an extracted ``CUB_200_2011`` folder (a GCP bucket copy, a Drive folder). It is
-   remembered (``data/notes/data_location.json``), so later commands need neither the path nor the
-   network;
-2. ``source="cub"`` with nothing given: a finished extraction in ``data/raw/CUB_200_2011`` (from an
-   earlier ``prepare``), else the remembered location, else the archive in ``data/raw/``, else a
-   download (current URL, then the legacy one);
+   remembered (``data/notes/data_location.json``) with the identity of what it holds, so later
+   commands need neither the path nor the network; a location given later replaces it;
+2. ``source="cub"`` with nothing given: the remembered location, checked against its recorded
+   identity (changed: an error naming both identities; gone: the cache made from it, else an error,
+   never a silent download); with nothing remembered, a finished extraction in
+   ``data/raw/CUB_200_2011``, else the archive in ``data/raw/``, else a download (current URL, then
+   the legacy one);
 3. ``source="synthetic"``: the procedural replica, written as an archive in the same layout and
-   then run through the very same extraction and preprocessing.
+   then run through the very same extraction and preprocessing. A data location is an error here.
 
-The cache is keyed on the source's checksum and the options, and found *before* anything is
-extracted: with the cache in place (on Google Drive, say), a reset runtime does not unpack 1.1 GB
-again.
+The cache is named by its identity (the source's checksum and the options, ``cub.cache_manifest``)
+and found *before* anything is extracted: with the cache in place (on Google Drive, say), a reset
+runtime does not unpack 1.1 GB again. Every write is locked against a second process and goes
+through a name of its own, so two notebooks (or two runtimes) preparing at once both finish.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from ddpm_lib import paths
 from ddpm_lib.data.cub import SOURCES, PreprocessOptions, build_cache, cache_path, folder_checksum
 from ddpm_lib.data.download import ARCHIVE_NAME, CUB_MD5, CUB_URLS, download, extract, extracted_md5, verified_md5
 from ddpm_lib.data.synthetic import make_synthetic_archive
+from ddpm_lib.identity import IdentityMismatch, file_lock, temporary_path
 
 
 def locate_source(path: str | Path) -> tuple[str, Path]:
@@ -61,6 +66,10 @@ def remembered_location() -> dict | None:
         return json.loads(_location_note().read_text())
     except (OSError, ValueError):
         return None
+
+
+class DataLocationGone(FileNotFoundError):
+    """The data location remembered from an earlier ``--data-dir`` no longer exists."""
 
 
 def _remember(kind: str, location: Path, checksum: str) -> None:
@@ -123,12 +132,15 @@ def find_source(
     raw_dir = Path(raw_dir) if raw_dir is not None else paths.RAW_DIR
     say = print if progress else (lambda *args, **kwargs: None)
     if source == "synthetic":
+        if data_dir:
+            raise ValueError(f"a data location ({data_dir}) is for real CUB data, but data.source is 'synthetic' (the "
+                             "replica); drop the location, or use real data (a colab or full profile)")
         folder = raw_dir / f"synthetic-{synthetic_images}x{synthetic_classes}-seed{synthetic_seed}"
         archive = folder / ARCHIVE_NAME
-        if not archive.exists():
-            say(f"writing a synthetic CUB-format archive ({synthetic_images} images) to {archive}")
-            make_synthetic_archive(folder, num_images=synthetic_images, num_classes=synthetic_classes,
-                                   seed=synthetic_seed)
+        with file_lock(raw_dir / f".{folder.name}.lock", "the synthetic archive"):
+            if not archive.exists():
+                say(f"writing a synthetic CUB-format archive ({synthetic_images} images) to {archive}")
+                _write_synthetic_archive(archive, synthetic_images, synthetic_classes, synthetic_seed)
         return RawSource("archive", archive, verified_md5(archive), folder)
     data_dir = data_dir or os.environ.get("DDPM_DATA_DIR")
     if data_dir:
@@ -136,19 +148,48 @@ def find_source(
         checksum = folder_checksum(location) if kind == "folder" else _check_archive(location, md5)
         _remember(kind, location, checksum)
         return RawSource(kind, location, checksum, raw_dir)
+    remembered = remembered_location()
+    if remembered is not None:
+        return _remembered_source(remembered, raw_dir, say)
     extracted = raw_dir / "CUB_200_2011"
     checksum = extracted_md5(extracted)
     if checksum is not None:  # a finished extraction of an archive checked when it was extracted
         return RawSource("folder", extracted, checksum)
-    remembered = remembered_location()
-    if remembered is not None and Path(remembered["path"]).exists():
-        say(f"using the data location given before: {remembered['path']}")
-        return find_source(source, remembered["path"], raw_dir, urls, md5, progress=False)
     archive = raw_dir / ARCHIVE_NAME
     if not archive.exists():
         say(f"downloading {ARCHIVE_NAME} to {raw_dir} (skipped when already verified)")
     location = download(archive, urls=urls, md5=md5, progress=progress)  # verifies; no network if present
     return RawSource("archive", location, verified_md5(location), raw_dir)
+
+
+def _remembered_source(remembered: dict, raw_dir: Path, say) -> RawSource:
+    """The remembered location, if it still holds what it held when it was given (its identity)."""
+    path = Path(remembered["path"])
+    if not path.exists():
+        raise DataLocationGone(
+            f"the data location {path}, given earlier with --data-dir (or DDPM_DATA_DIR), is gone; pass "
+            "--data-dir with where the data are now (an unmounted drive: mount it and run again)")
+    kind, location = locate_source(path)
+    checksum = folder_checksum(location) if kind == "folder" else verified_md5(location)  # checked when given
+    if checksum != remembered["checksum"]:
+        raise IdentityMismatch(
+            f"the data location {path} holds other data than when it was given (identity {checksum} now, "
+            f"{remembered['checksum']} recorded); if these are the data you want, pass --data-dir {path} to use "
+            "and remember them, otherwise put the original data back")
+    say(f"using the data location given before: {path}")
+    return RawSource(kind, location, checksum, raw_dir)
+
+
+def _write_synthetic_archive(archive: Path, images: int, classes: int, seed: int) -> None:
+    """The replica's archive, written in a folder of this process's own and renamed into place."""
+    staging = temporary_path(archive.parent)
+    staging.mkdir(parents=True)
+    try:
+        written = make_synthetic_archive(staging, num_images=images, num_classes=classes, seed=seed)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written, archive)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # this process's own folder
 
 
 def ensure_raw(source: str = "cub", data_dir=None, raw_dir=None, urls: Sequence[str] = CUB_URLS,
@@ -193,7 +234,7 @@ def prepare(
     try:
         raw = find_source(source, data_dir, raw_dir, urls, md5, synthetic_images, synthetic_classes, synthetic_seed,
                           progress)
-    except Exception:
+    except DataLocationGone:
         reusable = _cache_of_remembered_location(source, data_dir, options, cache_dir)
         if reusable is None:
             raise

@@ -14,6 +14,7 @@ image_class_labels.txt, classes.txt, README, attributes/, parts/}``.
 from __future__ import annotations
 
 import colorsys
+import gzip
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -225,21 +226,29 @@ def write_synthetic_cub(
 def make_synthetic_archive(out_dir: str | Path, name: str = "CUB_200_2011.tgz", **kwargs) -> Path:
     """Write the synthetic dataset and pack it as a ``.tgz`` shaped like the real archive.
 
-    Keyword arguments go to :func:`write_synthetic_cub`. Returns the archive's path.
+    Keyword arguments go to :func:`write_synthetic_cub`. Returns the archive's path. The archive is the
+    same byte for byte for the same arguments (members in sorted order, no times or owners recorded),
+    so its MD5, and every cache made from it, is a function of the seed alone.
     """
     out_dir = Path(out_dir)
     staging = out_dir / "synthetic_staging"
     folder = write_synthetic_cub(staging, **kwargs)
     archive = out_dir / name
     partial = archive.with_suffix(".tgz.partial")
+
+    def plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
+        member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "", ""
+        return member
+
     try:
-        with tarfile.open(partial, "w:gz", compresslevel=1) as tar:  # JPEGs barely compress: be fast
-            tar.add(folder, arcname="CUB_200_2011")
+        with open(partial, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                                                       compresslevel=1) as packed:  # JPEGs barely compress
+            with tarfile.open(fileobj=packed, mode="w") as tar:
+                tar.add(folder, arcname="CUB_200_2011", filter=plain)
         partial.replace(archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return archive
-
 
 
 def render_dataset(

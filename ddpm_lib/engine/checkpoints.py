@@ -149,7 +149,8 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 def training_state(trainer) -> dict:
     """Everything a :class:`~ddpm_lib.engine.train.Trainer` needs to continue exactly: step counts,
     model, EMA (rank 0), optimizer, grad scaler, generators, config, W&B id, metrics so far, the data
-    statistics, the run's metadata and how it trained (``trainer.engine()``)."""
+    statistics, the run's metadata, how it trained (``trainer.engine()``), its identity (the run's
+    manifest) and the learning rate's planned segments."""
     return {
         "step": trainer.step, "applied_steps": trainer.applied_steps,
         "model": trainer.model.state_dict(), "ema": trainer.ema.state_dict(),
@@ -158,6 +159,7 @@ def training_state(trainer) -> dict:
         "rng": rng_state(trainer.device), "config": trainer.config.to_dict(), "wandb_id": trainer.wandb_id,
         "history": trainer.logger.history, "mean": trainer.mean.cpu(), "std": trainer.std.cpu(),
         "metadata": trainer.metadata, "engine": trainer.engine(),
+        "manifest": trainer.manifest.to_dict(), "lr_segments": trainer.lr_segments,
     }
 
 
@@ -176,6 +178,7 @@ def restore_training_state(trainer, state: dict) -> list[dict]:
     trainer.step = int(state["step"])
     trainer.applied_steps = int(state.get("applied_steps", trainer.step))
     trainer.wandb_id = state.get("wandb_id")
+    trainer.lr_segments = state.get("lr_segments")
     return list(state.get("history", []))
 
 

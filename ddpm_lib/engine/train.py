@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ddpm_lib.config import Config, identity_differences
+from ddpm_lib.config import Config, run_manifest
 from ddpm_lib.device import autocast, choose_precision, compile_supported, device_name
 from ddpm_lib.engine import checkpoints
 from ddpm_lib.engine.distributed import (
@@ -55,12 +55,17 @@ from ddpm_lib.engine.tracking import (
     gpu_power_watts,
     new_run_id,
 )
+from ddpm_lib.identity import IdentityMismatch, Manifest, reuse_differences, write_manifest
 from ddpm_lib.math.diffusion import GaussianDiffusion
 from ddpm_lib.transforms import standardize
 
 
-class RunMismatchError(ValueError):
-    """A checkpoint belongs to another run (another network, diffusion or data)."""
+class RunMismatchError(IdentityMismatch):
+    """A checkpoint belongs to another run (other data, network, diffusion or recipe)."""
+
+
+class RunExtensionError(ValueError):
+    """A longer run was asked for whose learning-rate schedule would change steps already planned."""
 
 
 @dataclass
@@ -90,16 +95,46 @@ def random_batch(images: torch.Tensor, batch_size: int, mean, std,
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch), index
 
 
-def learning_rate(settings, total_steps: int, step: int) -> float:
-    """The learning rate of optimizer step ``step`` (0-based) of a ``total_steps`` run: linear warm-up
-    over ``settings.warmup_steps``, then constant or a cosine decay to 0 at the last step."""
-    if settings.warmup_steps > 0 and step < settings.warmup_steps:
-        return settings.lr * (step + 1) / settings.warmup_steps
+def learning_rate(settings, segments: list[list[int]], step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based).
+
+    ``segments`` are the lengths the run was planned for, ``[[0, T1], [T1, T2], ...]``: a run starts
+    with one, and each ``--extend`` of a decaying schedule adds one (a recorded warm restart). In each
+    segment: a linear warm-up over ``settings.warmup_steps`` (at most half the segment), then constant
+    or a cosine decay to 0 at the segment's end."""
+    start, end = next(((a, b) for a, b in segments if a <= step < b), segments[-1])
+    position, span = step - start, max(end - start, 1)
+    warmup = min(settings.warmup_steps, span // 2) if start > 0 else settings.warmup_steps
+    if warmup > 0 and position < warmup:
+        return settings.lr * (position + 1) / warmup
     if settings.lr_schedule == "cosine":
-        span = max(total_steps - settings.warmup_steps, 1)
-        progress = min(max(step - settings.warmup_steps, 0) / span, 1.0)
+        progress = min(max(position - warmup, 0) / max(span - warmup, 1), 1.0)
         return settings.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return settings.lr
+
+
+def planned_segments(saved: list[list[int]] | None, total_steps: int, lr_schedule: str, extend: bool,
+                     where: str) -> list[list[int]]:
+    """The learning-rate segments of a run asked to reach ``total_steps``, given those it was planned
+    with (``saved``; None for a new run). A constant learning rate extends its last segment; a
+    decaying one refuses to grow unless ``extend``, which appends a warm-restart segment; fewer steps
+    than planned keep the plan (the run just stops earlier)."""
+    if not saved:
+        return [[0, total_steps]]
+    segments = [list(segment) for segment in saved]
+    end = segments[-1][1]
+    if total_steps <= end:
+        return segments
+    if lr_schedule == "constant":
+        segments[-1][1] = total_steps
+    elif extend:
+        segments.append([end, total_steps])
+    else:
+        raise RunExtensionError(
+            f"{where} was planned for {end:,} steps with a {lr_schedule} learning-rate decay; training it to "
+            f"{total_steps:,} would change the rate of steps already planned. Pass --extend (train.extend) to add a "
+            f"warm restart from step {end:,} to {total_steps:,}, recorded in the run, or train another run")
+    return segments
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -178,6 +213,9 @@ class Trainer:
         on_sample: ``on_sample(trainer)`` at the start, every ``train.sample_every`` steps and at the end
             (the wiring's sample grids); returns a saved image's path or None.
         metadata: facts kept in every checkpoint (e.g. the species names).
+        manifest: the run's identity (``config.run_manifest``: its data, network, diffusion, recipe); a
+            checkpoint of another identity is refused. Default: the config's, with unrecorded data.
+        extend: let a run with a decaying learning rate grow past its planned length (a warm restart).
 
     Under ``torchrun`` each of the N processes draws the same global batch from one shared seed and
     trains on its 1/N slice (``distributed.py``), so N processes follow one process's optimisation.
@@ -187,7 +225,8 @@ class Trainer:
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, images: torch.Tensor, mean, std,
                  config: Config, run_dir=None, checkpoint_dir=None, device=None, resume: str | None = None,
                  progress: bool | str = True, labels: torch.Tensor | None = None,
-                 on_sample: Callable[[Trainer], Path | None] | None = None, metadata: dict | None = None):
+                 on_sample: Callable[[Trainer], Path | None] | None = None, metadata: dict | None = None,
+                 manifest: Manifest | None = None, extend: bool = False):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if resume not in (None, "latest"):
@@ -200,6 +239,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
             self.run_dir / "checkpoints" if self.run_dir is not None else None)
         self.on_sample, self.metadata = on_sample, dict(metadata or {})
+        self.manifest, self.extend = manifest or run_manifest(config, None), extend
         self.total_steps = self.settings.total_steps(images.shape[0])
         self.channels_last = self.settings.channels_last
         self.use_graph = (self.settings.cuda_graph and self.device.type == "cuda" and self.precision != "fp16"
@@ -209,7 +249,7 @@ class Trainer:
         self.data = TrainingBatches(images, mean, std, labels, self.num_classes, self.device, self.settings, self.dist)
         self.images, self.mean, self.std = self.data.images, self.data.mean, self.data.std
         self._build(model, diffusion)
-        self.step, self.applied_steps, self.wandb_id, self._graph = 0, 0, None, None
+        self.step, self.applied_steps, self.wandb_id, self._graph, self.lr_segments = 0, 0, None, None, None
         self._start_or_resume(resume)
 
     # ----- set-up -------------------------------------------------------------------------
@@ -233,19 +273,22 @@ class Trainer:
         self.watch = LossWatch(self.device)
 
     def _start_or_resume(self, resume: str | None) -> None:
-        """Resume from the newest readable checkpoint (``resume="latest"``), or start afresh with
-        every older checkpoint moved aside; then write config.json and open the metrics log."""
+        """Resume from the newest readable checkpoint of this run's identity (``resume="latest"``), or
+        start afresh with every older checkpoint moved aside; plan the learning rate's segments; then
+        write config.json and manifest.json and open the metrics log. A refusal writes nothing."""
         state, path, history = None, None, []
         if self.checkpoint_dir is not None and resume == "latest":
             state, path = checkpoints.load_latest(self.checkpoint_dir, map_location=self.device)
         if state is not None:
-            differences = identity_differences(state["config"], self.config)
+            differences = reuse_differences(state.get("manifest"), self.manifest)
             if differences:
                 raise RunMismatchError(f"the checkpoint {path} belongs to another run: " + "; ".join(differences)
-                                       + ". Use another run name, or --retrain to replace it.")
+                                       + ". Use another run name, or --retrain to set the old run aside.")
             history = checkpoints.restore_training_state(self, state)
-            if self.dist.is_main:
-                print(f"resumed from {path} at step {self.step}")
+        self.lr_segments = planned_segments(self.lr_segments, self.total_steps, self.settings.lr_schedule,
+                                            self.extend, f"the run in {self.checkpoint_dir or 'memory'}")
+        if state is not None and self.dist.is_main:
+            print(f"resumed from {path} at step {self.step}")
         if self.checkpoint_dir is not None and self.dist.is_main:  # another line of training's files
             count, moved = checkpoints.set_aside_beyond(self.checkpoint_dir, self.step if state else None)
             if moved is not None:
@@ -256,13 +299,14 @@ class Trainer:
         if self.run_dir is not None and self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.to_json(self.run_dir / "config.json")
+            write_manifest(self.run_dir / "manifest.json", self.manifest, lr_segments=self.lr_segments)
         self.logger = MetricsLogger(self.run_dir, self.config, self.settings.wandb, history,
                                     enabled=self.dist.is_main, run_id=self.wandb_id)
 
     # ----- one step of Algorithm 1 ----------------------------------------------------------
     def train_step(self) -> None:
         """One optimizer step: eagerly, or by replaying the step's CUDA graph (recorded on first use)."""
-        _set_lr(self.optimizer, learning_rate(self.settings, self.total_steps, self.applied_steps))
+        _set_lr(self.optimizer, learning_rate(self.settings, self.lr_segments, self.applied_steps))
         if self.use_graph:
             if self._graph is None:
                 applied = self.applied_steps  # recording runs the step's Python without applying a step
@@ -332,7 +376,7 @@ class Trainer:
         loss, skipped = self.watch.collect(count, lambda totals: mean_over_processes(totals, self.dist),
                                            all(torch.isfinite(p).all() for p in self.model.parameters()),
                                            self.step, advice)
-        lr = learning_rate(self.settings, self.total_steps, max(self.applied_steps - 1, 0))
+        lr = learning_rate(self.settings, self.lr_segments, max(self.applied_steps - 1, 0))
         entry = {"step": self.step, "loss": loss, "lr": lr,
                  "images_per_s": count * self.settings.batch_size / max(seconds, 1e-9),
                  "elapsed_s": seconds, "gpu_memory_gb": gpu_memory_gb(self.device),
