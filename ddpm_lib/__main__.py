@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -72,6 +73,8 @@ def parse_settings(pairs: list[str] | None) -> dict:
 
 def configure(args):
     """The profile's config with the command line's changes, through ``Config.override`` (checked)."""
+    if getattr(args, "runs_dir", None):
+        paths.RUNS_DIR = Path(args.runs_dir).expanduser().resolve()  # train, sample and evaluate alike
     config = get_profile(args.profile, model=getattr(args, "model", None))
     changes = {}
     if getattr(args, "attention", False):
@@ -117,7 +120,7 @@ def run_train(args) -> int:
     try:
         resume = None if args.resume == "none" else "latest"
         run = run_experiment(config, args.run_name or run_name(config), resume=resume,
-                             retrain=args.retrain, checkpoint_dir=args.checkpoint_dir,
+                             retrain=args.retrain,
                              device=context.device or args.device, progress="bar" if context.is_main else False,
                              data_dir=args.data_dir, extend=args.extend)
     finally:
@@ -190,9 +193,21 @@ def run_evaluate(args) -> int:
     specs = [sampler_spec(run.config.sample, args)] if given else settings.samplers_for(run.config.model.name)
     stick = yardstick(run.config, weights=args.weights, data_dir=args.data_dir, device=args.device, progress=False)
     stick.check(run)  # a run is scored on its own data's test split only
-    result = evaluate({run.run_dir.name: run}, specs, stick.reference, stick.classifier,
-                      args.num_samples or settings.num_samples, settings.seed, inception=stick.inception,
-                      compile_network=args.compile, save_dir=run.run_dir / "evaluation")
+    count = args.num_samples or settings.num_samples or len(stick.reference.test)
+    name, labels = run.run_dir.name, None
+    if args.species is not None and run.config.model.num_classes is None:
+        _species(run, args)  # refused: an unconditional run has no species
+    if run.config.model.num_classes is not None:  # a conditional run: say what was drawn
+        if args.species == "all":
+            labels, name = torch.arange(count) % run.config.model.num_classes, f"{name} (all species in turn)"
+        elif args.species is not None:
+            labels = _species(run, args)
+            name = f"{name} (species {run.species_names[labels] if run.species_names else labels})"
+        else:
+            name = f"{name} (unconditional)"
+    result = evaluate({name: run}, specs, stick.reference, stick.classifier, count, settings.seed,
+                      labels=labels, inception=stick.inception, compile_network=args.compile,
+                      save_dir=run.run_dir / "evaluation")
     log = run.run_dir / "evaluation" / "results.jsonl"
     stamp = {"profile": run.config.profile, "run identity": run.identity, "checkpoint step": run.step}
     if log.exists() and any(json.loads(line).get("run identity") != run.identity
@@ -286,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
         if data:
             sub.add_argument("--data-dir", default=None, help="a CUB archive or folder (as for prepare)")
+        sub.add_argument("--runs-dir", default=None, help="the folder holding one folder per run, e.g. on Google "
+                                                          "Drive (default: runs/ in the repository, or $DDPM_RUNS_DIR)")
         sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                          help="change any config value, e.g. --set train.lr=1e-3 (repeatable)")
 
@@ -306,7 +323,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                     "(the old run's files are moved aside)")
             sub.add_argument("--extend", action="store_true", help="train a finished run with a decaying learning "
                                                                    "rate on to a longer --steps (a warm restart)")
-            sub.add_argument("--checkpoint-dir", default=None, help="e.g. a Google Drive folder")
     for name, help_text in (("sample", "draw images from a trained run's EMA weights"),
                             ("evaluate", "score a trained run against the test split (species features, KID, FID)")):
         sub = commands.add_parser(name, help=help_text)
@@ -327,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sub.add_argument("--num-samples", type=int, default=None, help="default: the profile's (the test-set "
                                                                           "size)")
+            sub.add_argument("--species", default=None, help="a conditional run's species: a name, an index, or "
+                                                             "'all' (each in turn); default: unconditional draws")
             sub.add_argument("--weights", default=None, help="Inception weights file (or $DDPM_INCEPTION_WEIGHTS)")
     notebooks = commands.add_parser("notebooks", help="execute the notebooks in order under a profile (papermill)")
     notebooks.add_argument("--profile", default=None)
@@ -341,9 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     commands_map = {"prepare": run_prepare, "train": run_train, "sample": run_sample, "evaluate": run_evaluate,
                     "demo": run_demo,
                     "notebooks": run_pipeline, "summary": run_summary, "colab-links": run_colab_links}
+    from ddpm_lib.engine.checkpoints import CheckpointReadError
+    from ddpm_lib.engine.train import TrainingStopped
+
     try:
         return commands_map[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input: one clear line, no traceback
+    except TrainingStopped as stopped:  # SIGINT / SIGTERM: a checkpoint of the step reached was written
+        print(stopped, file=sys.stderr)
+        return stopped.code
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointReadError) as error:  # one clear line
         print(f"error: {error}", file=sys.stderr)
         return 2
 

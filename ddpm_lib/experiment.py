@@ -156,6 +156,7 @@ class Run:
         started = time.perf_counter()
         spec = SamplerSpec.parse(spec) if spec is not None else self.config.sample
         labels = self._labels(labels, num_samples)
+        self._check_unconditional_use(labels, spec)
         spec = (spec if labels is not None else spec.replace(guidance=1.0)).for_diffusion(self.diffusion.num_steps)
         device, size = self.device, self.image_size
         network = self._network(compile_network)
@@ -199,6 +200,17 @@ class Run:
         return Denoiser(network if network is not None else self.model.eval(), self.diffusion, labels, guidance, clip,
                         choose_precision(self.device))
 
+    def _check_unconditional_use(self, labels, spec: SamplerSpec) -> None:
+        """A conditional run trained without label dropout never learned its "no label" prediction, which
+        unlabelled draws and guidance (w != 1) use: refuse them instead of drawing from an untrained embedding."""
+        if self.config.model.num_classes is None or self.config.train.label_dropout > 0:
+            return
+        if labels is None or spec.guidance != 1.0:
+            what = "unlabelled draws" if labels is None else f"guidance w = {spec.guidance:g}"
+            raise ValueError(f"{self.run_dir.name} was trained with train.label_dropout = 0, so it never learned the "
+                             f"unconditional prediction that {what} need; draw with species labels and guidance 1, "
+                             "or train with label dropout")
+
     def _labels(self, labels, num_samples: int) -> torch.Tensor | None:
         if labels is None:
             return None
@@ -221,11 +233,10 @@ class Run:
         return self._compiled
 
 
-def load_run(run_dir: str | Path, device=None, checkpoint_dir=None) -> Run:
+def load_run(run_dir: str | Path, device=None) -> Run:
     """Load the newest checkpoint of ``run_dir`` (EMA weights) for sampling and evaluation."""
     run_dir = Path(run_dir)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else run_dir / "checkpoints"
-    state, path = checkpoints.load_latest(checkpoint_dir, map_location="cpu")
+    state, path = checkpoints.load_latest(run_dir / "checkpoints", map_location="cpu")
     if state is None:
         raise FileNotFoundError(f"{run_dir}: no readable checkpoint; train the run first")
     config = Config.from_dict(state["config"])
@@ -257,7 +268,10 @@ def save_sample_grid(trainer: Trainer, seed: int = 1234) -> Path | None:
     labels = torch.arange(count) % trainer.num_classes if trainer.num_classes is not None else None
     run = Run(trainer.config, trainer.ema.model, trainer.diffusion, trainer.mean, trainer.std, trainer.run_dir,
               step=trainer.step)
-    pixels = run.sample(count, seed=seed, labels=labels).images
+    spec = trainer.config.sample
+    if trainer.settings.label_dropout == 0:  # no unconditional prediction learned: no guidance
+        spec = spec.replace(guidance=1.0)
+    pixels = run.sample(count, spec, seed=seed, labels=labels).images
     folder = trainer.run_dir / "samples"
     folder.mkdir(exist_ok=True)
     return save_image_grid(nhwc_to_nchw(pixels), folder / f"step_{trainer.step:08d}.png")
@@ -348,9 +362,9 @@ def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=
 
 
 def run_experiment(config: Config, name: str | None = None, resume: str | None = "latest", retrain: bool = False,
-                   checkpoint_dir=None, device=None, progress: bool | str = True, data_dir=None,
+                   device=None, progress: bool | str = True, data_dir=None,
                    extend: bool = False) -> Run:
-    """Train the run ``runs/<profile>/<name>`` unless it is already finished; return it.
+    """Train the run ``<runs>/<profile>/<name>`` (``paths.run_dir``) unless it is already finished; return it.
 
     Args:
         config: everything about the run.
@@ -359,7 +373,6 @@ def run_experiment(config: Config, name: str | None = None, resume: str | None =
         retrain: train afresh even if the run is finished. Afresh (``retrain`` or ``resume=None``): the
             old run's files, all of them (checkpoints, grids, metrics, evaluation rows, W&B), are moved
             aside to ``<run>/set-aside/<time>/``, never deleted, and the new run gets a new W&B id.
-        checkpoint_dir: where checkpoints go (default: the run folder).
         progress: ``"bar"``, ``"lines"`` (papermill, logs) or ``"none"``; True / False: bar / none.
         data_dir: a CUB archive or folder (as ``prepare --data-dir``).
         extend: let a finished run with a decaying learning rate train on to a longer ``train.steps``
@@ -376,7 +389,7 @@ def run_experiment(config: Config, name: str | None = None, resume: str | None =
     context = init_from_environment(device)
     device = context.device or device
     run_dir = paths.run_dir(config.profile, name)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else run_dir / "checkpoints"
+    checkpoint_dir = run_dir / "checkpoints"
     quiet = progress in (False, "none") or not context.is_main
     if not context.is_main:
         barrier(context)  # wait until rank 0 has prepared the cache
@@ -395,7 +408,7 @@ def run_experiment(config: Config, name: str | None = None, resume: str | None =
         if state["step"] >= total:
             if not quiet:
                 print(f"reusing the finished run in {run_dir} ({state['step']} steps)")
-            return load_run(run_dir, device, checkpoint_dir)
+            return load_run(run_dir, device)
     if afresh and context.is_main and run_dir.exists():
         moved = set_aside_run(run_dir)
         if moved is not None and not quiet:

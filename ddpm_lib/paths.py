@@ -15,12 +15,13 @@ DATA_DIR = REPO_ROOT / "data"
 RAW_DIR = DATA_DIR / "raw"  # downloaded archives, extracted CUB_200_2011/, synthetic replicas
 PROCESSED_DIR = DATA_DIR / "processed"  # the 64x64 uint8 caches
 FIGURES_DIR = REPO_ROOT / "figures"
-RUNS_DIR = REPO_ROOT / "runs"
+RUNS_DIR = Path(os.environ.get("DDPM_RUNS_DIR", REPO_ROOT / "runs")).expanduser().resolve()  # one folder per run
 REPORT_DIR = REPO_ROOT / "report"
 
 
 def run_dir(profile: str, name: str) -> Path:
-    """Where a run's checkpoints, metrics and samples go: ``runs/<profile>/<name>/``."""
+    """Where a run's checkpoints, metrics and samples go: ``<runs>/<profile>/<name>/``, where ``<runs>``
+    is ``runs/`` in the repository, or ``$DDPM_RUNS_DIR`` / ``--runs-dir`` (e.g. a Google Drive folder)."""
     return RUNS_DIR / profile / name
 
 

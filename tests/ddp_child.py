@@ -51,8 +51,42 @@ class SliceEmulation(Trainer):
             total += loss.detach()
         self.optimizer.step()
         self.ema.update(self.model)
-        self.applied_steps += 1
-        return total
+        return total, True
+
+
+def record_collectives(trainer, path):
+    """Record the device of every tensor the trainer hands to a collective (and how many collectives one
+    synchronised BatchNorm layer makes per forward), written to ``path`` at exit."""
+    import atexit
+    import json
+
+    import torch.distributed as dist
+
+    from ddpm_lib.engine.distributed import SyncBatchNorm2d
+
+    seen = {"all_reduce": [], "broadcast": [], "barrier": 0}
+    originals = {name: getattr(dist, name) for name in ("all_reduce", "broadcast", "barrier")}
+
+    def all_reduce(tensor, *args, **kwargs):
+        seen["all_reduce"].append(str(tensor.device))
+        return originals["all_reduce"](tensor, *args, **kwargs)
+
+    def broadcast(tensor, *args, **kwargs):
+        seen["broadcast"].append(str(tensor.device))
+        return originals["broadcast"](tensor, *args, **kwargs)
+
+    def barrier(*args, **kwargs):
+        seen["barrier"] += 1
+        return originals["barrier"](*args, **kwargs)
+
+    dist.all_reduce, dist.broadcast, dist.barrier = all_reduce, broadcast, barrier
+    layer = SyncBatchNorm2d(4).train()
+    before = len(seen["all_reduce"])
+    layer(torch.randn(2, 4, 3, 3))
+    per_layer = len(seen["all_reduce"]) - before
+    atexit.register(lambda: path.write_text(json.dumps({
+        "context_device": str(trainer.dist.device), "training_device": str(trainer.device),
+        "batchnorm_collectives_per_forward": per_layer, **seen})))
 
 
 def main():
@@ -80,6 +114,8 @@ def main():
                   config, run_dir=out / f"run-rank{context.rank}", checkpoint_dir=out / "checkpoints",
                   device="cpu", resume="latest" if "--resume" in sys.argv else None, progress=False)
     slow_down(trainer, slow)
+    if "--record-collectives" in sys.argv:
+        record_collectives(trainer, out / f"collectives-rank{context.rank}.json")
     if "--fail-save" in sys.argv and context.rank == 0:
         original, calls = checkpoints.save_checkpoint, []
 

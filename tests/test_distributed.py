@@ -117,3 +117,28 @@ def test_a_failed_checkpoint_write_on_rank_0_stops_every_rank(tmp_path):
     assert done.returncode != 0 and "No space left on device" in done.stderr
     assert "could not write the checkpoint" in done.stderr  # rank 1 says why it stopped
     assert time.time() - started < 110  # and nobody waited in a barrier until the timeout
+
+
+def test_every_collective_runs_on_the_training_device_and_batchnorm_makes_two(tmp_path):
+    """NCCL has no CPU tensors: a collective on any other device than the process's own training device
+    kills a multi-GPU run at its first checkpoint ("No backend type associated with device type cpu").
+    Here every tensor the trainer hands to a collective (the failure flag, the loss mean, synchronised
+    BatchNorm, the barriers) is recorded: all on the training device, named by the trainer's context."""
+    import json
+
+    run(2, tmp_path, 4, "--model", "small", "--record-collectives")
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"collectives-rank{rank}.json").read_text())
+        assert seen["context_device"] == seen["training_device"] == "cpu"  # the context knows its device
+        assert seen["all_reduce"] and set(seen["all_reduce"]) == {seen["training_device"]}
+        assert seen["batchnorm_collectives_per_forward"] == 2  # the sum and the centred squares; no count
+
+
+def test_a_collective_without_a_device_is_refused_before_it_reaches_the_backend():
+    from ddpm_lib.engine.distributed import DistributedContext, all_ok, mean_over_processes
+
+    two_ranks_no_device = DistributedContext(rank=0, world_size=2, device=None)
+    with pytest.raises(ValueError, match="NCCL has no CPU tensors"):
+        all_ok(True, two_ranks_no_device)
+    with pytest.raises(ValueError, match="NCCL has no CPU tensors"):
+        mean_over_processes(torch.ones(2), two_ranks_no_device)

@@ -12,7 +12,7 @@ import torch
 from ddpm_lib.build import build_diffusion
 from ddpm_lib.config import get_profile
 from ddpm_lib.data.synthetic import render_dataset
-from ddpm_lib.engine.train import Trainer
+from ddpm_lib.engine.train import Trainer, TrainingStopped
 from ddpm_lib.models import SmallUNet
 
 from child_helpers import slow_down
@@ -33,7 +33,11 @@ def main():
                       config, run_dir=run_dir, device="cpu", resume="latest" if "--resume" in sys.argv else None,
                       progress=False)
     slow_down(trainer, slow)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingStopped as stopped:  # as the command line does: its one line, its exit status
+        print(stopped, file=sys.stderr)
+        sys.exit(stopped.code)
     torch.save({"model": trainer.model.state_dict(), "ema": trainer.ema.model.state_dict()}, f"{run_dir}/final.pt")
 
 

@@ -4,8 +4,10 @@ A checkpoint is one ``ckpt_<step>.pt`` file holding everything a run needs to co
 model, EMA, optimizer, grad scaler, step, RNG states, config, W&B run id and the metrics so far. It
 is written to a temporary file, flushed to the disk (``fsync``) and renamed, and the folder is
 synced too, so neither a killed run nor a power cut leaves half a checkpoint under the real name; a
-failed write (a full disk) removes its temporary file. If the newest file is unreadable anyway (a
-truncated copy), loading falls back to the previous one with a warning.
+failed write (a full disk) removes its temporary file. Each file carries a digest of its tensors. If
+the newest file is corrupt anyway (a truncated copy, a flipped byte), loading falls back to the
+previous one with a warning; a file that cannot be read for another reason (a dropped mount) is tried
+again and then stops the run with an error naming it, never mistaken for a missing checkpoint.
 
 Pruning keeps the newest ``keep`` checkpoints *of the current run* and never deletes the file just
 written; checkpoints that do not belong to the current line of training (those of an earlier run
@@ -15,10 +17,13 @@ when a run starts afresh, unreadable ones above the step a run resumed from) are
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import re
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -69,6 +74,7 @@ def save_checkpoint(state: dict, folder: str | Path, step: int, keep: int = 3) -
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, step)
     temporary = path.with_name(path.name + ".tmp")
+    state = {**state, "digest": state_digest(state)}
     try:
         with open(temporary, "wb") as handle:
             torch.save(state, handle)
@@ -106,26 +112,84 @@ def set_aside_beyond(folder: str | Path, step: int | None) -> tuple[int, Path | 
     return len(stale), set_aside(stale, folder)
 
 
+class CheckpointReadError(OSError):
+    """A checkpoint could not be read for a reason other than its content (a dropped mount, EIO, memory)."""
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint's content is broken: truncated, not a zip or pickle, or its tensors fail their digest."""
+
+
+READ_ATTEMPTS = 3  # a read that fails for another reason than a corrupt file is tried this often
+
+
+def state_digest(state) -> str:
+    """A SHA-256 over every tensor of ``state`` (with its path, dtype and shape) and every plain value, in
+    a fixed order: torch's files carry no checksum of their data, so a flipped byte would load silently."""
+    digest = hashlib.sha256()
+
+    def walk(path: str, value) -> None:
+        if torch.is_tensor(value):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{path}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if path or key != "digest":
+                    walk(f"{path}/{key}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(f"{path}/{index}", item)
+        else:
+            digest.update(f"{path}={value!r}".encode())
+
+    walk("", state)
+    return digest.hexdigest()
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """One checkpoint file (raises on an unreadable or foreign file)."""
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    """One checkpoint file. Raises :class:`CorruptCheckpoint` when its content is broken (truncated, not a
+    checkpoint, a failed digest); any other error (an I/O error, memory) propagates as it is."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as error:
+        raise CorruptCheckpoint(f"{type(error).__name__}: {error}") from error
+    except RuntimeError as error:
+        if isinstance(error, torch.cuda.OutOfMemoryError) or "PytorchStreamReader" not in str(error):
+            raise
+        raise CorruptCheckpoint(f"{type(error).__name__}: {str(error)[:120]}") from error
     if not isinstance(state, dict) or "step" not in state:
-        raise ValueError("not a training checkpoint")
+        raise CorruptCheckpoint("not a training checkpoint")
+    if "digest" in state and state_digest(state) != state["digest"]:
+        raise CorruptCheckpoint("its tensors do not match the digest written with them")
     return state
 
 
-def load_latest(folder: str | Path, map_location="cpu", warn: bool = True) -> tuple[dict, Path] | tuple[None, None]:
+def load_latest(folder: str | Path, map_location="cpu", warn: bool = True,
+                pause: float = 1.0) -> tuple[dict, Path] | tuple[None, None]:
     """The newest readable checkpoint in ``folder`` and its path, or (None, None) when there is none.
 
-    Unreadable files are skipped, newest first, each with a warning naming it.
+    A corrupt file is skipped, newest first, each with a warning naming it. Any other failure (EIO on a
+    dropped network mount, running out of memory while loading) is tried :data:`READ_ATTEMPTS` times,
+    ``pause`` seconds apart, and then stops with :class:`CheckpointReadError` naming the file: it is never
+    taken for "no checkpoint", so nothing is set aside and no run restarts from step 0 because of it.
     """
     for path in reversed(list_checkpoints(folder)):
-        try:
-            return load_checkpoint(path, map_location), path
-        except Exception as error:  # truncated zip, unpickling errors, wrong content
-            if warn:
-                warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); "
-                              "falling back to the previous one", stacklevel=2)
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return load_checkpoint(path, map_location), path
+            except CorruptCheckpoint as error:
+                if warn:
+                    warnings.warn(f"checkpoint {path} is unreadable ({error}); falling back to the previous one",
+                                  stacklevel=2)
+                break
+            except Exception as error:
+                if attempt == READ_ATTEMPTS:
+                    raise CheckpointReadError(
+                        f"could not read the checkpoint {path} ({type(error).__name__}: {error}) after {attempt} "
+                        "tries; it is left as it is. Check the disk or mount (a Drive that dropped: mount it again) "
+                        "and the free memory, then run the same command again") from error
+                time.sleep(pause * attempt)
     return None, None
 
 

@@ -51,24 +51,34 @@ def init_from_environment(device: str | torch.device | None = None) -> Distribut
 
 
 def current_context(device=None) -> DistributedContext:
-    """The context of an already initialised process group (or a single process)."""
+    """The context of an already initialised process group (or a single process), on ``device``: the
+    device every collective's tensors are put on. NCCL has no CPU backend, so a context that will meet a
+    collective must know its process's GPU (``Trainer`` passes its training device)."""
     if dist.is_available() and dist.is_initialized():
         return DistributedContext(dist.get_rank(), dist.get_world_size(),
                                   torch.device(device) if device is not None else None)
     return DistributedContext(device=torch.device(device) if device is not None else None)
 
 
+def _device(context: DistributedContext) -> torch.device:
+    if context.device is None:
+        raise ValueError("a collective needs the process's device (DistributedContext.device): NCCL has no CPU "
+                         "tensors; build the context with current_context(device)")
+    return context.device
+
+
 def barrier(context: DistributedContext) -> None:
-    """Wait for every process (a no-op for one process)."""
+    """Wait for every process (a no-op for one process); on CUDA, on this process's own GPU."""
     if context.enabled:
-        dist.barrier()
+        device = context.device
+        dist.barrier(device_ids=[device.index or 0]) if device is not None and device.type == "cuda" else dist.barrier()
 
 
 def mean_over_processes(value: torch.Tensor, context: DistributedContext) -> torch.Tensor:
     """The mean of ``value`` over all processes (``value`` itself for one process)."""
     if not context.enabled:
         return value
-    value = value.clone()
+    value = value.to(_device(context), copy=True)
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / context.world_size
 
@@ -79,7 +89,7 @@ def all_ok(ok: bool, context: DistributedContext) -> bool:
     rank at once instead of leaving the others waiting in a barrier."""
     if not context.enabled:
         return ok
-    flag = torch.tensor([1.0 if ok else 0.0], device=context.device or "cpu")
+    flag = torch.tensor([1.0 if ok else 0.0], device=_device(context))
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
 
@@ -90,13 +100,16 @@ def rank_seed(seed: int, step: int, rank: int) -> int:
 
 
 class SyncBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm whose training statistics are those of the *global* batch under DDP.
+    """BatchNorm whose training statistics are those of the *global* batch under DDP, on the CPU.
 
     Each process sums its slice, the sums are all-reduced (through ``torch.distributed.nn``, so the
     gradient flows across processes too), and every process normalises with the global mean and
-    (biased) variance: N processes compute exactly what one process computes on the whole batch.
-    Works with gloo on the CPU as with NCCL on GPUs (``torch.nn.SyncBatchNorm`` refuses the CPU). In
-    eval mode, or in one process, it is a plain ``BatchNorm2d``; its weights keep the same names.
+    (biased) variance: N processes compute exactly what one process computes on the whole batch. Two
+    collectives per layer and forward (the sum, then the centred sum of squares); the element count is
+    the local one times the number of processes, since every process holds an equal slice. For gloo on
+    the CPU, which ``torch.nn.SyncBatchNorm`` refuses; on CUDA :func:`convert_batchnorm` uses that one
+    (one fused collective). In eval mode, or in one process, it is a plain ``BatchNorm2d``; its weights
+    keep the same names.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,8 +119,7 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
 
         values = x.float()
         dims = (0, 2, 3)
-        count = torch.tensor([float(values.numel() // values.shape[1])], device=x.device)
-        dist.all_reduce(count)
+        count = values.numel() // values.shape[1] * dist.get_world_size()  # equal slices on every process
         mean = all_reduce(values.sum(dims)) / count
         centered = values - mean[None, :, None, None]
         variance = all_reduce((centered * centered).sum(dims)) / count
@@ -118,15 +130,18 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = variance * count / (count - 1).clamp(min=1)
+                unbiased = variance * count / max(count - 1, 1)
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
                 self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), factor)
         return out.to(x.dtype)
 
 
-def convert_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace every ``BatchNorm2d`` of ``module`` by :class:`SyncBatchNorm2d` in place (same weights,
-    buffers and state-dict keys), for DDP training; returns ``module``."""
+def convert_batchnorm(module: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
+    """Synchronise every ``BatchNorm2d`` of ``module`` over the processes, for DDP training: on CUDA
+    with ``torch.nn.SyncBatchNorm`` (returns the converted module), elsewhere with
+    :class:`SyncBatchNorm2d` in place; weights, buffers and state-dict keys stay the same."""
+    if device is not None and device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in list(module.named_children()):
         if isinstance(child, torch.nn.BatchNorm2d) and not isinstance(child, SyncBatchNorm2d):
             replacement = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
@@ -175,6 +190,6 @@ def data_parallel(model: torch.nn.Module, context: DistributedContext, device: t
     BatchNorm (global-batch statistics: N processes = one process) inside ``DistributedDataParallel``."""
     if not context.enabled:
         return model
-    convert_batchnorm(model)
+    model = convert_batchnorm(model, device)
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -20,7 +20,7 @@ import torch
 
 from ddpm_lib.config import WANDB_MODES
 
-CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "gpu_memory_gb", "gpu_power_w", "nonfinite_steps")
+CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "gpu_memory_gb", "gpu_power_w", "skipped_steps")
 
 
 def wandb_logged_in() -> bool:
@@ -131,46 +131,59 @@ class MetricsLogger:
 
 
 # ----- the loss between log lines, and the divergence watch -----------------------------------------
-MAX_NONFINITE_STEPS = 20  # a non-finite loss this many steps in a row stops the run (fp16 skips are normal)
+MAX_SKIPPED_STEPS = 20  # this many skipped steps in a row stop the run (a few fp16 skips at the start are normal)
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss stayed NaN or infinite, or the weights became so."""
+    """The loss stayed NaN or infinite, fp16 gradients kept overflowing, or the weights became non-finite."""
 
 
 class LossWatch:
     """Accumulates the loss on the device, without a host sync (so it can live inside a CUDA graph):
-    finite losses are summed and counted, runs of non-finite ones measured. :meth:`collect`, at a log
-    step, gives the mean loss and the skipped steps since the last one, and stops a run that diverged."""
+    finite losses are summed and counted; a step is *skipped* when its loss is not finite or when fp16's
+    GradScaler skipped the update (its gradients overflowed), and runs of skipped steps are measured.
+    :meth:`collect`, at a log step, gives the mean loss and the skipped steps since the last one, and
+    stops a run that diverged."""
 
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
         self.finite_count = torch.zeros((), device=device)
-        self.nonfinite_run = torch.zeros((), device=device)  # consecutive non-finite losses
-        self.nonfinite_max = torch.zeros((), device=device)  # the longest such run since the last log
+        self.skipped_count = torch.zeros((), device=device)
+        self.skipped_run = torch.zeros((), device=device)  # consecutive skipped steps
+        self.skipped_max = torch.zeros((), device=device)  # the longest such run since the last log
+        self.overflow_count = torch.zeros((), device=device)  # skipped with a finite loss: fp16 overflows
 
-    def record(self, loss: torch.Tensor) -> None:
-        """Add one step's loss (graph-safe: tensor arithmetic only)."""
+    def record(self, outcome: tuple[torch.Tensor, bool | torch.Tensor]) -> None:
+        """Add one step's ``(loss, applied)`` (graph-safe: tensor arithmetic only)."""
+        loss, applied = outcome
         finite = torch.isfinite(loss)
+        skipped = ~(finite & torch.as_tensor(applied, device=finite.device))
         self.loss_sum += torch.where(finite, loss.float(), torch.zeros_like(self.loss_sum))
         self.finite_count += finite.float()
-        self.nonfinite_run.copy_((self.nonfinite_run + 1) * (~finite).float())
-        torch.maximum(self.nonfinite_max, self.nonfinite_run, out=self.nonfinite_max)
+        self.skipped_count += skipped.float()
+        self.overflow_count += (skipped & finite).float()
+        self.skipped_run.copy_((self.skipped_run + 1) * skipped.float())
+        torch.maximum(self.skipped_max, self.skipped_run, out=self.skipped_max)
 
-    def collect(self, count: int, reduce, weights_finite: bool, step: int, advice: str) -> tuple[float, int]:
-        """The mean finite loss and the number of skipped steps among the last ``count`` steps (summed
-        over processes by ``reduce``), then reset. Raises :class:`TrainingDivergedError` when the loss
-        stayed non-finite for :data:`MAX_NONFINITE_STEPS` steps in a row, or the weights are not finite;
-        ``advice`` ends the message (where the last checkpoint is, what to change)."""
-        totals = reduce(torch.stack([self.loss_sum, self.finite_count]))
-        longest = int(self.nonfinite_max.item())
+    def collect(self, reduce, weights_finite: bool, step: int, advice: str) -> tuple[float, int]:
+        """The mean finite loss and the number of skipped steps since the last call (summed over
+        processes by ``reduce``), then reset. Raises :class:`TrainingDivergedError` when
+        :data:`MAX_SKIPPED_STEPS` steps in a row were skipped, or the weights are not finite; ``advice``
+        ends the message (where the last checkpoint is, what to change)."""
+        totals = reduce(torch.stack([self.loss_sum, self.finite_count, self.skipped_count]))
+        longest, overflows = int(self.skipped_max.item()), int(self.overflow_count.item())
         loss = (totals[0] / totals[1].clamp(min=1)).item() if totals[1] > 0 else float("nan")
-        skipped = count - int(round(totals[1].item()))
-        for tensor in (self.loss_sum, self.finite_count, self.nonfinite_max):
+        skipped = int(round(totals[2].item()))
+        for tensor in (self.loss_sum, self.finite_count, self.skipped_count, self.skipped_max, self.overflow_count):
             tensor.zero_()
-        if longest >= MAX_NONFINITE_STEPS or not weights_finite:
-            what = (f"the loss stayed non-finite for {longest} steps in a row" if weights_finite
-                    else f"the weights became non-finite (the loss was non-finite for {longest} step(s) in a row)")
+        if longest >= MAX_SKIPPED_STEPS or not weights_finite:
+            if not weights_finite:
+                what = "the weights became non-finite"
+            elif overflows:
+                what = (f"{longest} steps in a row were skipped because the fp16 gradients overflowed (the loss was "
+                        "finite: the GradScaler could not find a scale that fits)")
+            else:
+                what = f"the loss stayed non-finite for {longest} steps in a row"
             raise TrainingDivergedError(f"{what} by step {step}; {advice}")
         return loss, skipped
 

@@ -21,6 +21,8 @@ processes); a stop on a loss that stays non-finite or on non-finite weights; met
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -34,6 +36,7 @@ from ddpm_lib.config import Config, run_manifest
 from ddpm_lib.device import autocast, choose_precision, compile_supported, device_name
 from ddpm_lib.engine import checkpoints
 from ddpm_lib.engine.distributed import (
+    all_ok,
     barrier,
     current_context,
     data_parallel,
@@ -232,8 +235,9 @@ class Trainer:
         if resume not in (None, "latest"):
             raise ValueError(f"resume={resume!r}: use 'latest' or None")
         self.progress = ProgressReport.style_of(progress)
-        self.config, self.settings, self.dist = config, config.train, current_context()
-        self.device = training_device(self.dist, device)
+        self.config, self.settings = config, config.train
+        self.device = training_device(current_context(), device)
+        self.dist = current_context(self.device)  # every collective's tensors go to this device
         self.precision = choose_precision(self.device, self.settings.precision)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
@@ -308,24 +312,25 @@ class Trainer:
         """One optimizer step: eagerly, or by replaying the step's CUDA graph (recorded on first use)."""
         _set_lr(self.optimizer, learning_rate(self.settings, self.lr_segments, self.applied_steps))
         if self.use_graph:
-            if self._graph is None:
-                applied = self.applied_steps  # recording runs the step's Python without applying a step
+            if self._graph is None:  # recording runs the step once without applying it (graphs.py)
                 self._graph = capture_step(self._step, self.watch.record, self.model, self.ema, self.optimizer,
                                            self.device)
-                self.applied_steps = applied
             self._graph.replay()
             self.applied_steps += 1  # no skipped steps without a GradScaler
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            self.watch.record(self._step())
+            outcome = self._step()
+            self.watch.record(outcome)
+            self.applied_steps += int(outcome[1])
         self.step += 1
 
-    def _step(self) -> torch.Tensor:
+    def _step(self) -> tuple[torch.Tensor, bool]:
         """Ho et al. 2020, Algorithm 1, on this process's slice of the batch; then AdamW and the EMA.
 
         x0 ~ q(x0), t ~ Uniform({0..T-1}), eps ~ N(0, I) (lines 2-4), a gradient step on
         || target - f(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2 (line 5; the target is eps, x0
-        or v as the diffusion says). Returns the loss (on the device, no host sync).
+        or v as the diffusion says). Returns the loss (on the device, no host sync) and whether the
+        update was applied (fp16: the GradScaler skips a step whose gradients overflowed).
         """
         x0, t, noise, labels = self.data.draw(self.diffusion)
         with self.data.private_rng(self.step), autocast(self.device, self.precision,
@@ -348,8 +353,7 @@ class Trainer:
             self.optimizer.step()
         if self.ema is not None and applied:
             self.ema.update(self.model)
-        self.applied_steps += int(applied)
-        return loss.detach()
+        return loss.detach(), applied
 
     # ----- checkpoints and logs -------------------------------------------------------------
     def engine(self) -> dict:
@@ -373,14 +377,14 @@ class Trainer:
     def _log(self, count: int, seconds: float) -> dict:
         advice = (f"the run stopped and the last checkpoint (in {self.checkpoint_dir}) is intact. Lower train.lr "
                   f"(now {self.settings.lr}), set train.grad_clip, or check the data.")
-        loss, skipped = self.watch.collect(count, lambda totals: mean_over_processes(totals, self.dist),
+        loss, skipped = self.watch.collect(lambda totals: mean_over_processes(totals, self.dist),
                                            all(torch.isfinite(p).all() for p in self.model.parameters()),
                                            self.step, advice)
         lr = learning_rate(self.settings, self.lr_segments, max(self.applied_steps - 1, 0))
         entry = {"step": self.step, "loss": loss, "lr": lr,
                  "images_per_s": count * self.settings.batch_size / max(seconds, 1e-9),
                  "elapsed_s": seconds, "gpu_memory_gb": gpu_memory_gb(self.device),
-                 "gpu_power_w": gpu_power_watts(self.device), "nonfinite_steps": skipped}
+                 "gpu_power_w": gpu_power_watts(self.device), "skipped_steps": skipped}
         self.logger.log(entry)
         return entry
 
@@ -393,29 +397,39 @@ class Trainer:
 
     # ----- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        """Train until ``total_steps``, logging, checkpointing and sampling on the way."""
+        """Train until ``total_steps``, logging, checkpointing and sampling on the way.
+
+        SIGINT (a notebook's Interrupt, Ctrl-C) or SIGTERM (a preempted VM, a cluster's scheduler) does not
+        lose the steps since the last checkpoint: the current step finishes, a checkpoint of it is written,
+        the logger closes, one line says so, and :class:`TrainingStopped` ends the run (exit status 130 /
+        143 on the command line); the same command resumes it.
+        """
         s = self.settings
         report = ProgressReport(self.progress, self.total_steps, self.step, enabled=self.dist.is_main)
         try:
-            if self.step == 0 and s.sample_every > 0:
-                self._sample()  # the study's Figure 3: samples at the start of training
-            count, started = 0, time.perf_counter()
-            while self.step < self.total_steps:
-                if self.step == 0:
-                    self._first_step_fits()
-                else:
-                    self.train_step()
-                count += 1
-                last = self.step == self.total_steps
-                if self.step % s.log_every == 0 or last or self.step % s.checkpoint_every == 0:
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                    report.show(self._log(count, time.perf_counter() - started), count)
-                    if self.step % s.checkpoint_every == 0 or last:
-                        self.save_checkpoint()
+            with StopRequest() as stop:
+                if self.step == 0 and s.sample_every > 0:
+                    self._sample()  # the study's Figure 3: samples at the start of training
+                count, started = 0, time.perf_counter()
+                while self.step < self.total_steps:
+                    if self.step == 0:
+                        self._first_step_fits()
+                    else:
+                        self.train_step()
+                    count += 1
+                    last, stopping = self.step == self.total_steps, stop.agreed(self.dist)
+                    checkpoint = self.step % s.checkpoint_every == 0 or last or stopping
+                    if self.step % s.log_every == 0 or checkpoint:
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                        report.show(self._log(count, time.perf_counter() - started), count)
+                        count, started = 0, time.perf_counter()
+                    if checkpoint:
+                        path = self.save_checkpoint()
                     if (s.sample_every > 0 and self.step % s.sample_every == 0) or last:
                         self._sample()
-                    count, started = 0, time.perf_counter()
+                    if stopping and not last:
+                        raise TrainingStopped(stop.signal, self.step, path)
         finally:
             report.close()
             self.logger.close()
@@ -429,6 +443,58 @@ class Trainer:
             raise RuntimeError(f"out of GPU memory at train.batch_size={self.settings.batch_size} with "
                                f"{self.config.model.name}; try train.batch_size={max(self.settings.batch_size // 2, 1)}"
                                ) from error
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM after writing a checkpoint of the step it reached.
+
+    ``code`` is the exit status a shell expects (128 + the signal: 130, 143). In a notebook it shows as
+    its one line (IPython's ``_render_traceback_``), not as a traceback."""
+
+    def __init__(self, signal_number: int, step: int, path: Path | None):
+        name = signal.Signals(signal_number).name
+        where = f"checkpoint {path}" if path is not None else "no checkpoint folder (nothing written)"
+        super().__init__(f"{name}: stopped after step {step:,}; {where}; run the same command again to resume")
+        self.code, self.step, self.path = 128 + signal_number, step, path
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+class StopRequest:
+    """Within the block, SIGINT and SIGTERM only ask the loop to stop (at the end of the current step);
+    a second SIGINT interrupts at once. Handlers are installed only in the main thread, and the previous
+    ones are put back on exit. Under torchrun every process stops at the same step (:meth:`agreed`)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal, self._previous = None, {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame) -> None:
+        if number == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now
+        self.signal = self.signal or number
+        print(f"{signal.Signals(number).name} received: finishing this step and writing a checkpoint", flush=True)
+
+    def agreed(self, context) -> bool:
+        """Whether to stop after this step: this process was signalled, or (under torchrun) any process was."""
+        if not context.enabled:
+            return self.signal is not None
+        stop = not all_ok(self.signal is None, context)
+        if stop and self.signal is None:
+            self.signal = signal.SIGTERM  # another process was signalled: stop with it
+        return stop
 
 
 def check_species_labels(labels: torch.Tensor | None, count: int, num_classes: int | None) -> None:

@@ -107,6 +107,9 @@ class BaselineUNet(nn.Module):
         )
         if num_classes is not None:
             self.class_embedding = nn.Embedding(num_classes + 1, embedding_dim)  # index K: "no label"
+            # zero at the start: a conditional network starts as exactly the unconditional one (for any
+            # label), so fine-tuning from an unconditional run (train.init_from) starts from that run
+            nn.init.zeros_(self.class_embedding.weight)
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def attends(level: int) -> bool:
