@@ -53,6 +53,7 @@ import torch
 from bench_measure import (
     ClockSampler,
     Progress,
+    busy_warning,
     environment,
     mfu,
     peak_tflops,
@@ -149,10 +150,8 @@ def flops_per_image(model: nn.Module, diffusion, device: torch.device, size: int
         with counter:
             if backward:
                 diffusion.training_loss(model, x0, **extra).backward()
-            else:
-                with torch.no_grad():
-                    diffusion.model_output(model, x0, torch.zeros(2, dtype=torch.long, device=device),
-                                           extra.get("labels"))
+            else:  # with autograd on (the counter's module hooks need it), but no backward pass
+                diffusion.model_output(model, x0, torch.zeros(2, dtype=torch.long, device=device), extra.get("labels"))
         model.zero_grad(set_to_none=True)
         return counter.get_total_flops() / 2
     except Exception:  # a network with an operator the counter does not know
@@ -176,7 +175,8 @@ def bench_flops(networks, image_size: int, device, record) -> dict:
         record({"network": name, "parameters": count_parameters(model), "image_size": image_size,
                 "gflop_per_image_fwd_bwd": round(both / 1e9, 2) if both else None,
                 "gflop_per_image_fwd": round(forward / 1e9, 3) if forward else None})
-    return {**environment(device), "image_size": image_size}
+    return {**environment(device), "image_size": image_size,
+            "peers": {peer.package: peer.version() for peer in bench_peers.PEERS.values()}}
 
 
 # ----- training -----------------------------------------------------------------------------------------
@@ -591,6 +591,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.what} on {result['device']} (torch {result['torch']}):\n{table}\nwrote {out}")
+    warning = busy_warning(result)
+    if warning:
+        print(f"note: {warning}")
     return 0
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import sys
@@ -44,7 +45,18 @@ def environment(device: torch.device) -> dict:
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
         info["cuda"] = torch.version.cuda
         info.update(gpu_state(device))
+    else:
+        info["cpu_cores"], info["cpu_load_1min"] = os.cpu_count(), round(os.getloadavg()[0], 2)
     return info
+
+
+def busy_warning(info: dict) -> str | None:
+    """A warning when other work shares the CPU being measured (load above its core count)."""
+    cores, load = info.get("cpu_cores"), info.get("cpu_load_1min")
+    if cores and load is not None and load > cores:
+        return (f"the CPU is busy (load {load} on {cores} cores): these numbers will be low and noisy; on a shared "
+                f"machine OMP_NUM_THREADS=1 avoids threads waiting on each other")
+    return None
 
 
 def _nvml_handle(device: torch.device):

@@ -213,3 +213,9 @@ def test_the_gradient_check_catches_a_network_that_computes_other_gradients():
 
     trainer.network = Scaled()
     assert bench_peers.gradient_error(trainer) > 0.05
+
+
+def test_a_busy_cpu_is_said_and_an_idle_one_is_not():
+    assert "load 6.5 on 2 cores" in bench_measure.busy_warning({"cpu_cores": 2, "cpu_load_1min": 6.5})
+    assert bench_measure.busy_warning({"cpu_cores": 2, "cpu_load_1min": 1.0}) is None
+    assert bench_measure.busy_warning({"device": "NVIDIA H100 80GB HBM3"}) is None  # a GPU run has no CPU load
