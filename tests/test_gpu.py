@@ -180,17 +180,22 @@ def test_sampling_records_one_cuda_graph_per_shape_and_replays_the_eager_images(
     run, labels = _sampling_run(), torch.arange(19) % 4
     draw = {"batch_size": 8, "labels": labels, "compile_network": compiled}
     eager = run.sample(19, "DDIM-10", **draw, cuda_graph=False)
+    per_shape = counters["stats"]["unique_graphs"]  # what compiling one batch shape made (a graph break: more)
+    assert per_shape >= (1 if compiled else 0)
     replayed = run.sample(19, "DDIM-10", **draw, cuda_graph=True)
     again = run.sample(19, "DDIM-10", **draw, cuda_graph=True)
     assert run.sampling_graphs.stats() == {"graphs": 1, "captures": 1, "replays": 2 + 3, "eager": {}}
-    assert torch.allclose(replayed.latents, eager.latents, atol=1e-3)
+    # bf16 kernels may differ in the last bits between a padded and an unpadded batch; a replay that read
+    # a stale or wrong batch would differ by O(1)
+    assert torch.allclose(replayed.latents, eager.latents, atol=2e-2)
     assert torch.allclose(again.latents, replayed.latents, atol=1e-5)
     guided_eager = run.sample(19, "DDIM-10 w=3", **draw, cuda_graph=False)
     guided = run.sample(19, "DDIM-10 w=3", **draw, cuda_graph=True)
-    assert torch.allclose(guided.latents, guided_eager.latents, atol=1e-3)
+    assert torch.allclose(guided.latents, guided_eager.latents, atol=2e-2)
     run.sample(19, "DPM-Solver++-8", **draw, cuda_graph=True)
     run.sample(19, "DDIM-10 eta 1", **draw, cuda_graph=True)  # stochastic: eager, three batches
     stats = run.sampling_graphs.stats()
     assert stats["graphs"] == stats["captures"] == 3 and sum(stats["eager"].values()) == 3
-    # torch.compile with static shapes: batch 8 and the doubled batch 16, nothing recompiled for padding
-    assert counters["stats"]["unique_graphs"] == (2 if compiled else 0)
+    # torch.compile with static shapes: batch 8 and the doubled batch 16 only, nothing recompiled for the
+    # padded last batches, the graph recordings, the other sampler or the stochastic draw
+    assert counters["stats"]["unique_graphs"] == 2 * per_shape
