@@ -219,3 +219,20 @@ def test_a_busy_cpu_is_said_and_an_idle_one_is_not():
     assert "load 6.5 on 2 cores" in bench_measure.busy_warning({"cpu_cores": 2, "cpu_load_1min": 6.5})
     assert bench_measure.busy_warning({"cpu_cores": 2, "cpu_load_1min": 1.0}) is None
     assert bench_measure.busy_warning({"device": "NVIDIA H100 80GB HBM3"}) is None  # a GPU run has no CPU load
+
+
+def test_the_graph_cases_run_the_recorded_path_when_graphs_exist(monkeypatch, tmp_path):
+    """The GPU's sampling cases rehearsed on the CPU: the CUDA graph stubbed (graphed.ReplayStub), the
+    case no longer skipped; the warm-up records one graph, every timed draw replays it."""
+    from ddpm_lib import experiment
+    from ddpm_lib.math import graphed
+
+    monkeypatch.setattr(bench, "compile_supported", lambda device: True)  # not skipped here
+    monkeypatch.setattr(experiment, "default_backend", lambda device: graphed.ReplayStub())
+    out = tmp_path / "sample.json"
+    assert bench.main(["sample", "--num-samples", "5", "--image-size", "8", "--window", "0", "--repeats", "2",
+                       "--device", "cpu", "--cases", "guided-graph", "--out", str(out)]) == 0
+    (row,) = rows_of(out)
+    assert row["mode"] == "graph" and row["image_size"] == 8 and row["draws"] == 2 and "error" not in row
+    # one batch of 5 per draw: the warm-up draw records, the two timed draws replay
+    assert row["sampling_graphs"] == {"graphs": 1, "captures": 1, "replays": 2, "eager": {}}
