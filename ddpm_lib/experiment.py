@@ -36,6 +36,7 @@ from ddpm_lib.evaluation.metrics import choose_inception_weights, real_cache_nam
 from ddpm_lib.evaluation.scoring import Inception, ReferenceSet
 from ddpm_lib.identity import SET_ASIDE, IdentityMismatch, Manifest, move_aside, read_manifest, require_same
 from ddpm_lib.math.diffusion import GaussianDiffusion
+from ddpm_lib.math.graphed import SamplingGraphs, default_backend
 from ddpm_lib.math.sampling import (
     Denoiser,
     ImageGenerators,
@@ -115,6 +116,7 @@ class Run:
     engine: dict = field(default_factory=dict)  # how it trained: device, precision, graph, compile
     manifest: Manifest | None = None  # what made it: its data, network, diffusion, recipe (identity.py)
     _compiled: nn.Module | None = field(default=None, repr=False, compare=False)
+    _graphs: SamplingGraphs | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -137,7 +139,8 @@ class Run:
 
     def sample(self, num_samples: int, spec: SamplerSpec | str | None = None, *, seed: int = 0,
                batch_size: int | None = SAMPLING_BATCH_SIZE, labels=None, noise: torch.Tensor | None = None,
-               trajectory_every: int | None = None, compile_network: bool = False) -> Samples:
+               trajectory_every: int | None = None, compile_network: bool = False,
+               cuda_graph: bool | None = None) -> Samples:
         """Draw ``num_samples`` images from the EMA weights: the one way to sample a trained run.
 
         Args:
@@ -152,6 +155,9 @@ class Run:
                 the same noise under several samplers).
             trajectory_every: also record x_t and the predicted x0 every this many sampler steps.
             compile_network: ``torch.compile`` the network once (where the card supports it) and keep it.
+            cuda_graph: replay each batch's whole sampling loop from a CUDA graph recorded once per (batch,
+                setting) and kept on the run (``math/graphed.py``; on CUDA, deterministic settings, no
+                trajectory); None: as ``compile_network``.
         """
         started = time.perf_counter()
         spec = SamplerSpec.parse(spec) if spec is not None else self.config.sample
@@ -160,10 +166,13 @@ class Run:
         spec = (spec if labels is not None else spec.replace(guidance=1.0)).for_diffusion(self.diffusion.num_steps)
         device, size = self.device, self.image_size
         network = self._network(compile_network)
+        graphs = self._sampling_graphs(compile_network if cuda_graph is None else cuda_graph)
+        draw = graphs.sample if graphs is not None else sample
         if noise is not None and tuple(noise.shape) != (num_samples, 3, size, size):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {(num_samples, 3, size, size)}")
         batch_size = min(batch_size or num_samples, num_samples)
-        padded = network is self._compiled  # a compiled network sees one batch shape: pad the last batch
+        # a compiled network and a recorded loop see one batch shape: pad the last batch
+        padded = network is self._compiled or (graphs is not None and graphs.wants(spec, trajectory_every))
         latents, trajectories = [], []
         for start in range(0, num_samples, batch_size):
             count = batch_size if padded else min(batch_size, num_samples - start)
@@ -175,7 +184,7 @@ class Run:
                 x_T[: len(given)] = given
             batch_labels = None if labels is None else labels[[min(i, num_samples - 1) for i in index]]
             denoiser = self.denoiser(batch_labels, spec.guidance, network)
-            out = sample(denoiser, self.diffusion, x_T, spec, generators, trajectory_every=trajectory_every)
+            out = draw(denoiser, self.diffusion, x_T, spec, generators, trajectory_every=trajectory_every)
             kept = min(count, num_samples - start)
             latents.append(out.images[:kept].float().cpu())
             if out.trajectory is not None:
@@ -219,6 +228,18 @@ class Run:
                              "model.num_classes")
         labels = torch.as_tensor(labels, dtype=torch.long)
         return labels.expand(num_samples).clone() if labels.ndim == 0 else labels
+
+    @property
+    def sampling_graphs(self) -> SamplingGraphs | None:
+        """The sampling loops recorded so far (``Run.sample(cuda_graph=True)``), or None."""
+        return self._graphs
+
+    def _sampling_graphs(self, wanted: bool) -> SamplingGraphs | None:
+        """The run's recorded sampling loops when ``wanted`` and the device has graphs, else None."""
+        if wanted and self._graphs is None:
+            backend = default_backend(self.device)
+            self._graphs = SamplingGraphs(backend) if backend is not None else None
+        return self._graphs if wanted else None
 
     def _network(self, compile_network: bool) -> nn.Module:
         """The network ready to sample: eval mode, channels_last on CUDA, and compiled once when asked
