@@ -31,6 +31,8 @@
 #   torchrun      1-process torchrun against the plain command (WORLD_SIZE=1 takes the plain path,
 #                 so it measures the launcher only)
 #   fit           a whole Trainer.fit of 4,000 steps with the study's settings
+#   ddp2          a 2-process NCCL run (torchrun, synchronised BatchNorm, a checkpoint, a resume) where
+#                 the machine has two GPUs or more; one GPU: the row says "skipped: one GPU"
 # The default run reaches about through `smallunet`; the next call, `STAGES="peers profile"`.
 # Torch logs every recompile (TORCH_LOGS=recompiles) into the case's log; sampling rows count them.
 # The peers and torch-fidelity come from wheels in .whl/ (benchmarks/peers.txt says how to fill it;
@@ -38,7 +40,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=${GPU_CHECKS_DRY_RUN:-0}
-ALL_STAGES="tests sampling smallunet peers profile modes sample-modes evaluate torchrun fit"
+ALL_STAGES="tests sampling smallunet peers profile modes sample-modes evaluate torchrun fit ddp2"
 STAGES=${STAGES:-$ALL_STAGES}
 DEADLINE=${DEADLINE:-$([ "$DRY" = 1 ] && echo 100000 || echo 420)}  # seconds of script for all steps; a step that
 # would not fit is skipped (the rehearsal: no deadline unless given)
@@ -177,6 +179,27 @@ stage_torchrun() {  # the same short run, plainly and under a 1-process torchrun
   unset DDPM_ROOT
 }
 stage_fit() { step bench_fit 70 150 $PY benchmarks/bench.py fit "${FIT[@]}" --out "$RESULTS/bench_fit.json"; }
+stage_ddp2() {  # NCCL across two GPUs (gloo on the CPU in the rehearsal): every collective, then a resume
+  local gpus every=100 first=200 second=300
+  if [ "$PLANNING" = 1 ]; then step ddp2_train 0 0; step ddp2_resume 0 0; return; fi
+  gpus=$($PY -c "import torch; print(torch.cuda.device_count())")
+  if [ "$DRY" != 1 ] && [ "${gpus:-0}" -lt 2 ]; then
+    for name in ddp2_train ddp2_resume; do
+      echo "$name skipped: ${gpus:-0} GPU(s); a 2-process NCCL run needs two" | tee -a "$RESULTS/steps.txt"
+    done
+    return
+  fi
+  [ "$DRY" = 1 ] && every=2 first=$TORCHRUN_STEPS second=$((TORCHRUN_STEPS + 2))
+  export DDPM_ROOT=$SCRATCH/ddp2
+  mkdir -p "$DDPM_ROOT"
+  $PY -m ddpm_lib prepare --profile "$TORCHRUN_PROFILE" --source synthetic > "$RESULTS/ddp2_prepare.log" 2>&1
+  local launch=($PY -m torch.distributed.run --nproc_per_node=2 -m ddpm_lib train --profile "$TORCHRUN_PROFILE"
+                --batch-size 64 --run-name ddp2 --set "train.checkpoint_every=$every")
+  step ddp2_train 60 150 "${launch[@]}" --steps "$first"
+  step ddp2_resume 60 150 "${launch[@]}" --steps "$second" --extend  # demo decays its rate: a declared restart
+  cp "$DDPM_ROOT/runs/$TORCHRUN_PROFILE/ddp2/metrics.csv" "$RESULTS/ddp2_metrics.csv" 2>/dev/null
+  unset DDPM_ROOT
+}
 
 PLANNING=1  # every case of every stage, for the summary's list of what was not run
 for STAGE in $ALL_STAGES; do "stage_$STAGE"; done
