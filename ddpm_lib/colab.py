@@ -220,8 +220,7 @@ def badge(repo_url: str, notebook: str, branch: str = "main") -> str:
 def setup_cell(repo_url: str, branch: str = "main") -> str:
     """The source of every notebook's first code cell: clone the repository at ``branch`` (the one its
     badge opens), or bring an earlier clone of this runtime to that branch's commit, then set up."""
-    return f'''{SETUP_MARKER} (does nothing outside Google Colab): fetch the repository at this notebook's branch,
-# make ddpm_lib importable, keep Colab's torch and ipywidgets, offer Google Drive, report the GPU.
+    return f'''{SETUP_MARKER} (does nothing outside Google Colab): this notebook's branch of the repo, Drive, the GPU.
 import sys
 
 REPO_URL = "{repo_url}"
