@@ -13,6 +13,7 @@ def image_grid(
     boxes: Sequence[Sequence[float]] | None = None,
     columns: int = 6,
     size: float = 2.0,
+    title: str = "",
 ):
     """A matplotlib figure of images in a grid.
 
@@ -21,6 +22,7 @@ def image_grid(
         titles: one per image (e.g. species names), optional.
         boxes: one (x, y, width, height) per image, drawn as a red rectangle, optional.
         columns: images per row; size: inches per image.
+        title: a title over the whole grid (laid out above the top row), optional.
     Returns:
         the figure.
     """
@@ -40,8 +42,20 @@ def image_grid(
         if boxes is not None:
             x, y, w, h = boxes[index]
             axis.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.2))
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()  # after the suptitle, so the top row makes room for it
     return fig
+
+
+def label_points(axis, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: float = 7):
+    """Label each point (x, y) of a line plot beside it; labels of points close together are moved
+    apart (``reporting.separate_annotations``) instead of printed over each other ("ww=2=3")."""
+    from ddpm_lib.show.reporting import separate_annotations
+
+    for x, y, label in zip(xs, ys, labels):
+        axis.annotate(label, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize)
+    separate_annotations(axis.figure)
 
 
 def save_image_grid(images_uint8, path, columns: int | None = None):
