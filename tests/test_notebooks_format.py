@@ -26,7 +26,7 @@ def markdown(path: Path) -> list[str]:
 
 
 def test_the_notebooks_exist_in_order_and_the_pipeline_runs_them_all():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06", "07"]
     assert [p.stem for p in NOTEBOOKS] == list(PIPELINE)
 
 
