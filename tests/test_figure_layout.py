@@ -189,8 +189,20 @@ def schedules_with_snr():
     return fig
 
 
+def sdedit_rows():
+    """The SDEdit figure (notebook 05, the report): rows of x_t and of its denoising, titled per panel."""
+    import torch
+
+    from ddpm_lib.show.viz import SDEditExplorer
+
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    explorer = SDEditExplorer(images, torch.linspace(0.999, 1e-4, 1000), lambda x_t, step: 0.5 * x_t, [0.5] * 3,
+                              [0.25] * 3, stride=50, sampler="stochastic DDIM")
+    return explorer.figure([0, 100, 250, 500, 750, 1000], indices=[0, 1])
+
+
 KINDS = [short_line_plot_with_log_y, loglog_panels, grid_with_a_suptitle_added_after, titled_grid, strip,
-         guidance_style_plot, histograms_without_layout, schedules_with_snr]
+         guidance_style_plot, histograms_without_layout, schedules_with_snr, sdedit_rows]
 
 
 @pytest.mark.parametrize("draw", KINDS, ids=lambda f: f.__name__)

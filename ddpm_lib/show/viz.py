@@ -359,15 +359,16 @@ class SDEditExplorer:
                             f"{self.sampler + ' ' if self.sampler else ''}denoised from t")
 
     def figure(self, times: Sequence[int], indices: Sequence[int] = (0,), size: float = 1.1):
-        """The static form: for each image, a row of x_t and a row of its denoising, at ``times``."""
+        """The static form: for each image, a row of x_t ("noised") and a row of its denoising, at ``times``."""
         panels, titles = [], []
         for index in indices:
-            for row, name in ((self.noised, "x_t"), (self.edited, "from t")):
+            for row, name in ((self.noised, "noised"), (self.edited, "denoised")):
                 for t in times:
                     panels.append(row[self.frame_index(t), index])
                     titles.append(f"{name}, t={t}")
+        sampler = f" with {self.sampler}" if self.sampler else ""
         return image_grid(panels, titles, columns=len(times), size=size,
-                          title=f"SDEdit: noised to t, then denoised{' with ' + self.sampler if self.sampler else ''}")
+                          title=f"SDEdit: noised to t (forward process), then denoised from t{sampler}")
 
     def _ipython_display_(self):
         from IPython.display import display
