@@ -7,7 +7,7 @@ DEMO_PROFILE ?= demo
 
 .PHONY: demo full test lint unit notebooks clean ipywidgets7 report test-report fresh-machine
 
-# The main job on the embedded synthetic data: all seven notebooks under the demo profile, the report,
+# The main job on the embedded synthetic data: all eight notebooks under the demo profile, the report,
 # and a summary of what was written where. `make full` does the same on real CUB (a GPU machine).
 # DEMO_PROFILE=smoke runs the same pipeline in a minute or two (the fresh-machine check uses it).
 demo:

@@ -50,8 +50,8 @@ _PUBLIC = {
     "ddpm_lib.transforms": ("destandardize", "nhwc_to_nchw", "standardize", "to_model_space", "to_uint8_hwc"),
     "ddpm_lib.show.reporting": ("save_figure", "save_table", "stamp", "text_table", "write_report_inputs",
                                 "written_files"),
-    "ddpm_lib.show.viz": ("BackwardExplorer", "ForwardExplorer", "GuidanceExplorer", "image_grid", "process_strip",
-                          "save_image_grid"),
+    "ddpm_lib.show.viz": ("BackwardExplorer", "ForwardExplorer", "GuidanceExplorer", "SDEditExplorer", "image_grid",
+                          "label_points", "process_strip", "save_image_grid"),
 }
 _HOME = {name: module for module, names in _PUBLIC.items() for name in names}
 

@@ -1,6 +1,6 @@
 """Running the notebooks in order (papermill) and summarising what a run of them wrote.
 
-``python -m ddpm_lib notebooks --profile demo`` executes ``notebooks/01..07`` with the profile (and
+``python -m ddpm_lib notebooks --profile demo`` executes ``notebooks/00..07`` with the profile (and
 ``PROGRESS = "lines"``: one plain line per logging step instead of a progress bar) injected into
 each notebook's ``parameters`` cell, and writes the executed copies to ``runs/<profile>/executed/``;
 ``make demo`` and ``make full`` then build the report.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ddpm_lib import paths
 
-NOTEBOOKS = ("01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet", "05_ddim_cosine", "06_evaluation",
-             "07_conditional")
+NOTEBOOKS = ("00_diffusion_theory", "01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet",
+             "05_ddim_cosine", "06_evaluation", "07_conditional")
 
 # Notebook parameters that keep a profile within its time budget (a 2-core CPU for "demo"), beside what
 # the profile's config already says (the side runs' lengths, train.comparison_steps; what notebook 06

@@ -1,6 +1,6 @@
 """The explorers in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by Playwright
 (Debian's chromium, no browser download). Moving the forward explorer's slider, or the guidance
-explorer's, must change the image.
+explorer's, or the SDEdit explorer's, must change the image the slider drives.
 
 Screenshots are saved to ``test-artifacts/<notebook>.png`` (or ``$DDPM_TEST_ARTIFACTS``). Skipped
 where Chromium or Playwright is missing, except in CI (``CI=true``), where that is a failure.
@@ -61,6 +61,21 @@ GUIDANCE_CELLS = [
     "explorer",
 ]
 
+SDEDIT_CELLS = [
+    "import torch\n"
+    "from ddpm_lib.data.synthetic import render_dataset\n"
+    "from ddpm_lib.math.schedules import get_named_schedule\n"
+    "from ddpm_lib.show.viz import SDEditExplorer",
+    "pixels, _ = render_dataset(2, 2, image_size=32, seed=0)\n"
+    "images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25\n"
+    "schedule = get_named_schedule('cosine', 100)\n"
+    "explorer = SDEditExplorer(images, schedule.alphas_cumprod, lambda x_t, step: 0.5 * x_t, [0.5] * 3, [0.25] * 3,\n"
+    "                          stride=10)\n"
+    "explorer",
+]
+# notebook -> which of its images the slider drives (the SDEdit explorer shows the unchanging x0 first)
+DRIVEN_IMAGE = {"explorer": 0, "guidance": 0, "sdedit": 1}
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -70,9 +85,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
-    """A JupyterLab server on 127.0.0.1 serving a notebook that shows the forward explorer."""
+    """A JupyterLab server on 127.0.0.1 serving one notebook per explorer."""
     root = tmp_path_factory.mktemp("lab")
-    for name, cells in (("explorer", NOTEBOOK_CELLS), ("guidance", GUIDANCE_CELLS)):
+    for name, cells in (("explorer", NOTEBOOK_CELLS), ("guidance", GUIDANCE_CELLS), ("sdedit", SDEDIT_CELLS)):
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(notebook, root / f"{name}.ipynb")
@@ -109,7 +124,7 @@ def jupyterlab(tmp_path_factory):
             os.killpg(server.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("notebook", ["explorer", "guidance"])
+@pytest.mark.parametrize("notebook", list(DRIVEN_IMAGE))
 def test_moving_the_slider_changes_the_image(jupyterlab, notebook):
     from playwright.sync_api import sync_playwright
 
@@ -126,7 +141,8 @@ def test_moving_the_slider_changes_the_image(jupyterlab, notebook):
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator('[data-command="runmenu:run-all"]').first.click()
             panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen, not a hidden tab
-            image = page.locator(f"{panel} img.widget-image").first
+            driven = DRIVEN_IMAGE[notebook]
+            image = page.locator(f"{panel} img.widget-image").nth(driven)
             image.wait_for(timeout=120_000)
             handles = f"{panel} .widget-slider .noUi-handle, {panel} .widget-slider .ui-slider-handle"
             handle = page.locator(handles).first
@@ -134,8 +150,9 @@ def test_moving_the_slider_changes_the_image(jupyterlab, notebook):
             before = image.get_attribute("src")
             handle.focus()
             page.keyboard.press("ArrowRight")
-            page.wait_for_function(f"(before) => document.querySelector('{panel} img.widget-image').src !== before",
-                                   arg=before, timeout=30_000)
+            page.wait_for_function(
+                f"(before) => document.querySelectorAll('{panel} img.widget-image')[{driven}].src !== before",
+                arg=before, timeout=30_000)
             after = image.get_attribute("src")
             page.wait_for_timeout(300)
             page.screenshot(path=str(ARTIFACTS / f"{notebook}.png"), full_page=True)

@@ -119,3 +119,40 @@ def test_the_same_tests_pass_with_colabs_ipywidgets_7():
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_sdedit_slider_shows_the_forward_noising_and_the_denoising_from_t():
+    """Each frame: x_t of the forward process (closed form, written here) and the sampler started at t
+    from exactly that x_t; small t keeps the image, t = T forgets it."""
+    from ddpm_lib.math.sampling import Denoiser, SamplerSpec, sample
+    from ddpm_lib.show.viz import SDEditExplorer
+
+    diffusion = GaussianDiffusion(get_named_schedule("cosine", 100))
+    denoiser = Denoiser(gaussian_oracle(diffusion, mu=0.2, sigma=0.5), diffusion)
+    images = 0.2 + 0.5 * torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    calls = []
+
+    def denoise_from(x_t, step):
+        calls.append(step)
+        return sample(denoiser, diffusion, x_t, SamplerSpec("ddim", 10), start_step=step).images
+
+    explorer = SDEditExplorer(images, diffusion.schedule.alphas_cumprod, denoise_from, MEAN, STD, stride=20, seed=7,
+                              sampler="DDIM-10", scale=2)
+    assert explorer.times == [0, 20, 40, 60, 80, 100] and calls == [19, 39, 59, 79, 99]  # one call per frame, t - 1
+    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    explorer.image_choice.value = 2
+    for t in (0, 40, 100):
+        explorer.slider.value = t
+        abar = 1.0 if t == 0 else float(diffusion.schedule.alphas_cumprod[t - 1])
+        x_t = abar**0.5 * images[2:3].double() + (1 - abar) ** 0.5 * eps[2:3]
+        shown_x_t, shown_result = decode(explorer.x_t.value, 2).astype(int), decode(explorer.result.value, 2)
+        assert np.abs(shown_x_t - to_uint8_hwc(x_t, MEAN, STD)[0].astype(int)).max() <= 1
+        expected = images[2:3] if t == 0 else sample(denoiser, diffusion, x_t.float(), SamplerSpec("ddim", 10),
+                                                     start_step=t - 1).images
+        assert np.array_equal(shown_result, to_uint8_hwc(expected, MEAN, STD)[0])
+        assert np.array_equal(decode(explorer.original.value, 2), to_uint8_hwc(images[2:3], MEAN, STD)[0])
+        assert f"t = {t}" in explorer.label.value
+    change = [np.abs(explorer.edited[i].astype(int) - explorer.originals.astype(int)).mean() for i in range(6)]
+    assert change[0] == 0 and change[1] < change[-1]  # the edit departs from the image as t grows
+    figure = explorer.figure([0, 40, 100], indices=[0, 2])
+    assert len([ax for ax in figure.axes if ax.images]) == 12  # two images x (x_t, result) x three times

@@ -10,6 +10,9 @@ Three pieces, as in EDM's sampler (Karras et al. 2022, ``example.py``):
 * the three sampling loops, each ``(denoiser, diffusion, start noise, spec, generator)``, read top
   to bottom with a pointer to the equation of each line; :func:`sample` picks one by ``spec.sampler``.
 
+A run may start at any timestep t instead of T-1 (``start_step``): given x_t, e.g. a real image noised
+to t, it denoises from there (SDEdit, Meng et al. 2021).
+
 Random numbers: the start noise x_T is given; a stochastic step (DDPM, DDIM with eta > 0) draws one
 standard normal tensor per step from ``generator``. That is a ``torch.Generator`` (one stream for the
 batch) or an :class:`ImageGenerators` (one stream per image, so image i's draws do not depend on the
@@ -284,12 +287,33 @@ def logsnr_timesteps(schedule: NoiseSchedule, sample_steps: int) -> list[int]:
     return steps
 
 
-def sampling_timesteps(schedule: NoiseSchedule, sample_steps: int, spacing: str = "trailing") -> list[int]:
+def sampling_timesteps(schedule: NoiseSchedule, sample_steps: int, spacing: str = "trailing",
+                       start_step: int | None = None) -> list[int]:
     """The decreasing timesteps of a ``sample_steps``-step DDIM or DPM-Solver++ run: any of
-    :data:`SPACINGS` (``ddim_timesteps``; ``"logsnr"``: :func:`logsnr_timesteps`)."""
+    :data:`SPACINGS` (``ddim_timesteps``; ``"logsnr"``: :func:`logsnr_timesteps`).
+
+    ``start_step``: the timestep (0..T-1) the run starts at; None: T-1, pure noise. A run that starts
+    at t (SDEdit, Meng et al. 2021) spreads its steps over t, ..., 0 as a run of a diffusion with
+    t + 1 steps would (the same betas, cut after step t).
+    """
+    num_steps = check_start_step(schedule.num_steps, start_step) + 1
+    if not isinstance(sample_steps, int) or not 1 <= sample_steps <= num_steps:
+        raise ValueError(f"steps must satisfy 1 <= steps <= {num_steps} (the timesteps 0..{num_steps - 1} the run "
+                         f"starts from), got {sample_steps!r}")
+    if num_steps < schedule.num_steps:
+        schedule = NoiseSchedule.from_betas(schedule.betas[:num_steps], schedule.name)
     if spacing == "logsnr":
         return logsnr_timesteps(schedule, sample_steps)
     return ddim_timesteps(schedule.num_steps, sample_steps, spacing)
+
+
+def check_start_step(num_steps: int, start_step: int | None) -> int:
+    """The timestep a sampler starts at: ``start_step`` checked to lie in 0..T-1, or T-1 when None."""
+    if start_step is None:
+        return num_steps - 1
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < num_steps:
+        raise ValueError(f"start_step must be a timestep in 0..{num_steps - 1} (T = {num_steps}), got {start_step!r}")
+    return start_step
 
 
 # ----- what the samplers return ---------------------------------------------------------------------
@@ -356,8 +380,8 @@ def _check_spec(spec: SamplerSpec, sampler: str, diffusion: GaussianDiffusion) -
 # ----- the three samplers ---------------------------------------------------------------------------
 @torch.no_grad()
 def ddpm_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.Tensor, spec: SamplerSpec,
-                generator=None, *,
-                trajectory_every: int | None = None, progress: bool = False) -> SampleOutput:
+                generator=None, *, trajectory_every: int | None = None, progress: bool = False,
+                start_step: int | None = None) -> SampleOutput:
     """DDPM ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
 
     Each step draws x_{t-1} ~ N(mu_tilde(x_t, x0_hat), sigma_t^2 I), where mu_tilde is the posterior
@@ -371,15 +395,18 @@ def ddpm_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.T
         spec: a ``"ddpm"`` setting (its ``variance``: ``"posterior"`` beta-tilde_t or ``"beta"`` beta_t).
         generator: a ``torch.Generator`` or :class:`ImageGenerators` for the per-step noise.
         trajectory_every: record x_t and the predicted x0 every this many steps (and at the last).
+        start_step: the timestep t (0..T-1) that ``noise`` is at: the run takes the steps t, ..., 0 from
+            it (SDEdit, Meng et al. 2021: a real image noised to t by ``q_sample``). None: T-1, pure noise.
     Returns:
         ``SampleOutput`` with images (B, C, H, W) in the standardized data space.
     """
     spec = _check_spec(spec, "ddpm", diffusion)
     schedule = diffusion.schedule
     variances = schedule.posterior_variance if spec.variance == "posterior" else schedule.betas
-    record = _Recorder(trajectory_every, schedule.num_steps)
-    x = noise  # x_T ~ N(0, I)                                                    Algorithm 2, line 1
-    for index, step in enumerate(_progress(range(schedule.num_steps - 1, -1, -1), progress, "DDPM")):
+    start = check_start_step(schedule.num_steps, start_step)
+    record = _Recorder(trajectory_every, start + 1)
+    x = noise  # x_T ~ N(0, I) (or x_t for a start at t)                           Algorithm 2, line 1
+    for index, step in enumerate(_progress(range(start, -1, -1), progress, "DDPM")):
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
         _, x0 = denoiser(x, t)
         record(index, step, x, x0)
@@ -392,7 +419,8 @@ def ddpm_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.T
 
 @torch.no_grad()
 def ddim_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.Tensor, spec: SamplerSpec,
-                generator=None, *, trajectory_every: int | None = None, progress: bool = False) -> SampleOutput:
+                generator=None, *, trajectory_every: int | None = None, progress: bool = False,
+                start_step: int | None = None) -> SampleOutput:
     """DDIM sampling with ``spec.steps`` network calls (Song et al. 2021, Eq. 12).
 
     For consecutive visited timesteps t > s (s = -1 means the clean image, abar = 1):
@@ -402,10 +430,10 @@ def ddim_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.T
 
     ``eta = 0`` is deterministic given the start noise; ``eta = 1`` over all T steps is DDPM with
     the posterior variance. Arguments as in :func:`ddpm_sample`; ``spec`` is a ``"ddim"`` setting
-    (steps, eta, spacing).
+    (steps, eta, spacing), its steps spread over start_step, ..., 0 (:func:`sampling_timesteps`).
     """
     spec = _check_spec(spec, "ddim", diffusion)
-    timesteps = sampling_timesteps(diffusion.schedule, spec.steps, spec.spacing)
+    timesteps = sampling_timesteps(diffusion.schedule, spec.steps, spec.spacing, start_step)
     alphas_cumprod = diffusion.schedule.alphas_cumprod.cpu()
     record = _Recorder(trajectory_every, len(timesteps))
     x = noise
@@ -426,8 +454,8 @@ def ddim_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.T
 
 @torch.no_grad()
 def dpm_solver_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.Tensor, spec: SamplerSpec,
-                      generator=None, *, trajectory_every: int | None = None,
-                      progress: bool = False) -> SampleOutput:
+                      generator=None, *, trajectory_every: int | None = None, progress: bool = False,
+                      start_step: int | None = None) -> SampleOutput:
     """DPM-Solver++ with ``spec.steps`` network calls: the multistep data-prediction solver of the
     probability-flow ODE (Lu et al. 2022, Algorithm 2, "2M").
 
@@ -447,9 +475,10 @@ def dpm_solver_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: t
     exact denoiser it is far better at 5-10 steps on the linear schedule, but crowds the first steps of
     the cosine one, whose clipped betas make lambda fall steeply near T), or any other DDIM spacing.
     The solver is deterministic: ``generator`` is accepted for a common signature and not used.
+    ``start_step`` as in :func:`ddpm_sample`.
     """
     spec = _check_spec(spec, "dpm_solver", diffusion)
-    timesteps = sampling_timesteps(diffusion.schedule, spec.steps, spec.spacing)
+    timesteps = sampling_timesteps(diffusion.schedule, spec.steps, spec.spacing, start_step)
     alphas_cumprod = diffusion.schedule.alphas_cumprod.cpu()
     record = _Recorder(trajectory_every, len(timesteps))
     x, previous_x0, previous_h = noise, None, None
@@ -479,7 +508,7 @@ SAMPLER_FUNCTIONS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm_solver": dpm
 def sample(denoiser: Denoiser, diffusion: GaussianDiffusion, noise: torch.Tensor, spec: SamplerSpec,
            generator=None, **options) -> SampleOutput:
     """Run the sampler ``spec.sampler`` names (:data:`SAMPLER_FUNCTIONS`); ``options`` are
-    ``trajectory_every`` and ``progress``."""
+    ``trajectory_every``, ``progress`` and ``start_step`` (SDEdit: ``noise`` is x_t at that timestep)."""
     return SAMPLER_FUNCTIONS[spec.sampler](denoiser, diffusion, noise, spec, generator, **options)
 
 

@@ -61,8 +61,100 @@ def tables_dir(config) -> Path:
     return paths.tables_dir(config.profile, config.data.source)
 
 
+# ----- laying a figure's text out so that nothing overlaps ----------------------------------------------
+# Measured with matplotlib's own renderer (fig.canvas.draw(), artist.get_window_extent()), in display
+# pixels; tests/test_figure_layout.py checks the result with the same measure, written independently.
+
+
+def _overlap(a, b, tolerance: float = 0.5) -> bool:
+    """Whether two display-space boxes share more than a hairline."""
+    return (min(a.x1, b.x1) - max(a.x0, b.x0) > tolerance) and (min(a.y1, b.y1) - max(a.y0, b.y0) > tolerance)
+
+
+def _shown_tick_labels(axis, renderer) -> list:
+    """The tick labels of one x or y axis that are drawn (inside the view, with text), as (label, box)."""
+    if not axis.get_visible() or not axis.axes.axison:
+        return []
+    low, high = sorted(axis.get_view_interval())
+    shown = []
+    for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+        label = tick.label1
+        if label.get_visible() and label.get_text() and low <= tick.get_loc() <= high:
+            shown.append((label, label.get_window_extent(renderer)))
+    return shown
+
+
+def _thin_tick_labels(fig, renderer) -> None:
+    """Where tick labels of one axis collide (log axes label their minor ticks over a short range), drop
+    the minor labels, then ask for fewer major ticks until they stand apart."""
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
+
+    for axes in fig.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            for attempt in range(6):
+                boxes = [box for _, box in _shown_tick_labels(axis, renderer)]
+                if not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                    break
+                if attempt == 0 and any(t.label1.get_text() for t in axis.get_minor_ticks()):
+                    axis.set_minor_formatter(NullFormatter())
+                elif axis.get_scale() == "log":
+                    axis.set_major_locator(LogLocator(numticks=max(2, 6 - attempt)))
+                else:
+                    axis.set_major_locator(MaxNLocator(nbins=max(2, 7 - 2 * attempt)))
+                fig.canvas.draw()
+
+
+def separate_annotations(fig) -> None:
+    """Move each annotation that lands on an earlier one (points close together, labelled "w=2", "w=3")
+    to the nearest free offset above or below its point."""
+    from matplotlib.text import Annotation
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for axes in fig.axes:
+        placed = []
+        for text in axes.texts:
+            box = text.get_window_extent(renderer)
+            if isinstance(text, Annotation) and any(_overlap(box, other) for other in placed):
+                height = box.height * 72 / fig.dpi + 1  # points
+                for step in range(1, 30):
+                    offset = (3, (step + 1) // 2 * height * (1 if step % 2 else -1))
+                    text.set_anncoords("offset points")
+                    text.xyann = offset
+                    box = text.get_window_extent(renderer)
+                    if not any(_overlap(box, other) for other in placed):
+                        break
+            placed.append(box)
+
+
+def lay_out(fig) -> None:
+    """Lay a figure's text out so that nothing overlaps: the subplots fitted around their labels and
+    the suptitle (``tight_layout``, unless the figure uses constrained layout), colliding tick
+    labels thinned, annotations that land on each other moved apart. Called by :func:`save_figure`."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # constrained layout lays out at draw
+        fig.tight_layout()  # again where it ran before a suptitle was added (image_grid, then fig.suptitle)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    _thin_tick_labels(fig, renderer)
+    separate_annotations(fig)
+    fig.canvas.draw()
+
+
+def add_stamp(fig, text: str):
+    """Write ``text`` right-aligned under everything the figure shows (its tight bounding box), so it
+    never covers a label; ``savefig(bbox_inches="tight")`` then grows to hold it. Returns the Text."""
+    fig.canvas.draw()
+    content = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, from the figure's lower left corner
+    gap = 2 / 72  # 2 points
+    return fig.text(content.x1 / fig.get_figwidth(), (content.y0 - gap) / fig.get_figheight(), text,
+                    ha="right", va="top", fontsize=6, color="0.4")
+
+
 def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save a matplotlib figure as ``<figures dir>/<name>.<fmt>`` with the stamp below it.
+    """Save a matplotlib figure as ``<figures dir>/<name>.<fmt>``, laid out (:func:`lay_out`) with the
+    stamp below everything (:func:`add_stamp`).
 
     Args:
         fig: the figure.
@@ -71,8 +163,8 @@ def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf"
     """
     folder = figures_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
-    # below the figure's bottom edge (the tight bounding box grows to hold it): never over a label
-    fig.text(0.995, 0.0, stamp(config), ha="right", va="top", fontsize=6, color="0.4")
+    lay_out(fig)
+    add_stamp(fig, stamp(config))
     written = []
     for fmt in formats:
         path = folder / f"{name}.{fmt}"

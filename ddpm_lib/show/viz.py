@@ -13,6 +13,7 @@ def image_grid(
     boxes: Sequence[Sequence[float]] | None = None,
     columns: int = 6,
     size: float = 2.0,
+    title: str = "",
 ):
     """A matplotlib figure of images in a grid.
 
@@ -21,6 +22,7 @@ def image_grid(
         titles: one per image (e.g. species names), optional.
         boxes: one (x, y, width, height) per image, drawn as a red rectangle, optional.
         columns: images per row; size: inches per image.
+        title: a title over the whole grid (laid out above the top row), optional.
     Returns:
         the figure.
     """
@@ -40,8 +42,20 @@ def image_grid(
         if boxes is not None:
             x, y, w, h = boxes[index]
             axis.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.2))
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()  # after the suptitle, so the top row makes room for it
     return fig
+
+
+def label_points(axis, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: float = 7):
+    """Label each point (x, y) of a line plot beside it; labels of points close together are moved
+    apart (``reporting.separate_annotations``) instead of printed over each other ("ww=2=3")."""
+    from ddpm_lib.show.reporting import separate_annotations
+
+    for x, y, label in zip(xs, ys, labels):
+        axis.annotate(label, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fontsize)
+    separate_annotations(axis.figure)
 
 
 def save_image_grid(images_uint8, path, columns: int | None = None):
@@ -254,6 +268,107 @@ class BackwardExplorer:
         self.x0.value = self.frames[name][1][step]
         total = len(self.timesteps[name])
         self.label.value = f"{name}: sampling step {step + 1} of {total}, t = {self.timesteps[name][step]}"
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class SDEditExplorer:
+    """Where the forward process meets the backward one (SDEdit, Meng et al. 2021): a slider over t
+    showing a test image x0, the forward process's x_t at t, and what the sampler makes of x_t when
+    it starts there. Small t keeps the image; large t leaves too little of it, and the sampler invents
+    another.
+
+    Args:
+        images: clean standardized images (K, C, H, W) to choose from.
+        alphas_cumprod: the run's schedule, (T,) (index t is the paper's step t + 1).
+        denoise_from: ``denoise_from(x_t, step) -> x0``: the sampler started at timestep ``step``
+            (0..T-1) from x_t (K, C, H, W) float32, returning standardized images (K, C, H, W), e.g.
+            ``sampling.sample(..., start_step=step)``. Called once per frame, before any slider moves.
+        mean, std: per-channel statistics, to turn standardized values back into pixels.
+        stride: the slider's step in t (frames exist for t = 0, stride, 2 stride, ..., T).
+        seed: the noise eps of the forward process, fixed per image, so the frames form one path.
+        sampler: how the label names the sampler (e.g. "DDIM eta 1").
+        scale: on-screen enlargement.
+    The frame for t shows x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (abar_0 = 1: t = 0 is x0 itself, and
+    nothing is denoised) and ``denoise_from(x_t, t - 1)``.
+    """
+
+    def __init__(self, images, alphas_cumprod, denoise_from, mean, std, stride: int = 10, seed: int = 0,
+                 sampler: str = "", scale: int = 3):
+        import torch
+
+        from ddpm_lib.transforms import to_uint8_hwc
+
+        images = torch.as_tensor(images).double()
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+        self.num_steps, self.sampler = len(abar), sampler
+        self.abar = torch.cat([torch.ones(1, dtype=torch.float64), abar]).numpy()  # indexed by t = 0..T
+        self.times = list(range(0, self.num_steps + 1, stride))
+        if self.times[-1] != self.num_steps:
+            self.times.append(self.num_steps)
+        noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        self.originals = to_uint8_hwc(images, mean, std)  # (K, H, W, 3)
+        noised, edited = [], []
+        for t in self.times:
+            weight = float(self.abar[t])
+            x_t = weight ** 0.5 * images + (1 - weight) ** 0.5 * noise  # q(x_t | x_0), Eq. 4
+            noised.append(to_uint8_hwc(x_t, mean, std))
+            out = images if t == 0 else torch.as_tensor(denoise_from(x_t.float(), t - 1)).double().cpu()
+            edited.append(to_uint8_hwc(out, mean, std))
+        self.noised, self.edited = np.stack(noised), np.stack(edited)  # (frames, K, H, W, 3)
+        self.frames = {(index, i): (png_bytes(self.noised[i, index], scale), png_bytes(self.edited[i, index], scale))
+                       for index in range(images.shape[0]) for i in range(len(self.times))}
+        self.original_frames = [png_bytes(image, scale) for image in self.originals]
+        self._build(images.shape[0], stride)
+
+    def frame_index(self, t: int) -> int:
+        """Index into the precomputed frames for slider value ``t``."""
+        return self.times.index(t)
+
+    def _build(self, count: int, stride: int) -> None:
+        import ipywidgets as widgets
+
+        self.slider = widgets.IntSlider(value=0, min=0, max=self.num_steps, step=stride, description="t",
+                                        continuous_update=True)
+        self.image_choice = widgets.Dropdown(options=list(range(count)), value=0, description="image")
+        self.original = _image_widget(self.original_frames[0])
+        self.x_t = _image_widget(self.frames[(0, 0)][0])
+        self.result = _image_widget(self.frames[(0, 0)][1])
+        self.label = widgets.Label()
+        for control in (self.slider, self.image_choice):
+            control.observe(self._update, names="value")
+        self._update()
+        panels = [widgets.VBox([widgets.Label(text), image]) for text, image in
+                  (("x0, a test image", self.original), ("x_t: noised to t (forward)", self.x_t),
+                   ("denoised from t (backward)", self.result))]
+        self.widget = widgets.VBox([widgets.HBox([self.slider, self.image_choice]), widgets.HBox(panels), self.label])
+
+    def _update(self, change=None) -> None:
+        t = self.slider.value
+        if t not in self.times:  # a value between frames (typed in): snap to the nearest frame
+            t = min(self.times, key=lambda value: abs(value - t))
+        index = self.image_choice.value
+        self.original.value = self.original_frames[index]
+        self.x_t.value, self.result.value = self.frames[(index, self.frame_index(t))]
+        abar = self.abar[t]
+        self.label.value = ("t = 0: the test image itself, nothing to denoise" if t == 0 else
+                            f"t = {t}: signal rate {abar ** 0.5:.3f}, noise rate {(1 - abar) ** 0.5:.3f}; "
+                            f"{self.sampler + ' ' if self.sampler else ''}denoised from t")
+
+    def figure(self, times: Sequence[int], indices: Sequence[int] = (0,), size: float = 1.1):
+        """The static form: for each image, a row of x_t ("noised") and a row of its denoising, at ``times``."""
+        panels, titles = [], []
+        for index in indices:
+            for row, name in ((self.noised, "noised"), (self.edited, "denoised")):
+                for t in times:
+                    panels.append(row[self.frame_index(t), index])
+                    titles.append(f"{name}, t={t}")
+        sampler = f" with {self.sampler}" if self.sampler else ""
+        return image_grid(panels, titles, columns=len(times), size=size,
+                          title=f"SDEdit: noised to t (forward process), then denoised from t{sampler}")
 
     def _ipython_display_(self):
         from IPython.display import display
