@@ -43,3 +43,30 @@ def test_tables_in_notebooks_are_plain_text_without_reprs():
     text = reporting.text_table([{"run": "a", "FID": 1.234567, "n": 12_000, "ok": True, "none": None}])
     assert "1.235" in text and "12,000" in text and "yes" in text and "np.float64" not in text
     assert text.splitlines()[1].startswith("---")
+
+
+def test_every_figure_and_table_records_what_made_it(folders):
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ddpm_lib.identity import read_manifest
+
+    config = get_profile("demo")
+    reporting.save_table([{"run": "a", "FID": 1.0}], "table2_results", config, inputs={"run a": "0123456789abcdef"})
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    reporting.save_figure(fig, "fig6_best_samples", config, formats=("png",), inputs={"run": "0123456789abcdef"})
+    table = folders / "report" / "tables" / "synthetic" / "demo" / "table2_results.manifest.json"
+    figure = paths.figures_dir("demo", "synthetic") / "fig6_best_samples.manifest.json"
+    for path, what in ((table, "table"), (figure, "figure")):
+        record = json.loads(path.read_text())
+        assert record["kind"] == "report" and record["settings"]["what"] == what and record["commit"]
+        assert record["settings"]["profile"] == "demo" and record["settings"]["data"]["source"] == "synthetic"
+        assert "0123456789abcdef" in json.dumps(record["inputs"]) and record["identity"] == read_manifest(path).identity
+    first = read_manifest(table).identity
+    reporting.save_table([{"run": "a", "FID": 1.0}], "table2_results", config, inputs={"run a": "ffff"})
+    assert read_manifest(table).identity != first  # another run scored: another identity

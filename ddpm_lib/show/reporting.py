@@ -10,12 +10,14 @@ wrote (:func:`written_files`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 import time
 from functools import lru_cache
 from pathlib import Path
 
 from ddpm_lib import paths
+from ddpm_lib.identity import manifest, write_manifest
 
 _WRITTEN: list[Path] = []
 
@@ -152,14 +154,25 @@ def add_stamp(fig, text: str):
                     ha="right", va="top", fontsize=6, color="0.4")
 
 
-def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+def record_made(folder: Path, name: str, what: str, config, inputs: dict | None) -> Path:
+    """Write ``<folder>/<name>.manifest.json``: what made a figure or table (``identity.py``): the
+    identities of its ``inputs`` (e.g. ``{"run": run.identity}``), the profile and data settings, the
+    report stage's version, and the commit."""
+    settings = {"name": name, "what": what, "profile": config.profile, "data": dataclasses.asdict(config.data)}
+    return write_manifest(folder / f"{name}.manifest.json", manifest("report", inputs or {}, settings),
+                          commit=commit(), made=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf"),
+                inputs: dict | None = None) -> list[Path]:
     """Save a matplotlib figure as ``<figures dir>/<name>.<fmt>``, laid out (:func:`lay_out`) with the
-    stamp below everything (:func:`add_stamp`).
+    stamp below everything (:func:`add_stamp`), and its manifest beside it (:func:`record_made`).
 
     Args:
         fig: the figure.
         name: file stem, e.g. ``"fig1_dataset_samples"``.
         config: the run's ``Config`` (its profile and data source choose the folder and the stamp).
+        inputs: the identities of what it shows (e.g. ``{"run": run.identity}``), for its manifest.
     """
     folder = figures_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +183,7 @@ def save_figure(fig, name: str, config, formats: tuple[str, ...] = ("png", "pdf"
         path = folder / f"{name}.{fmt}"
         fig.savefig(path, dpi=150, bbox_inches="tight")
         written.append(_remember(path))
+    record_made(folder, name, "figure", config, inputs)
     return written
 
 
@@ -201,9 +215,10 @@ def text_table(rows: list[dict]) -> str:
     return "\n".join([line(columns), line("-" * w for w in widths), *(line(r) for r in cells)])
 
 
-def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[Path]:
+def save_table(rows: list[dict], name: str, config, caption: str = "", inputs: dict | None = None) -> list[Path]:
     """Write ``rows`` (dicts with the same keys) as CSV and as a booktabs LaTeX table with the stamp
-    printed beneath it (the .tex is one box, so ``\\resizebox`` can scale it whole)."""
+    printed beneath it (the .tex is one box, so ``\\resizebox`` can scale it whole), and its manifest
+    beside them (:func:`record_made`; ``inputs``: the identities of what it scores)."""
     if not rows:
         raise ValueError(f"table {name!r} has no rows")
     folder = tables_dir(config)
@@ -222,6 +237,7 @@ def save_table(rows: list[dict], name: str, config, caption: str = "") -> list[P
               r"{\tiny\color{gray}" + _tex_escape(stamp(config)) + "}", r"\end{tabular}"]
     tex_path = folder / f"{name}.tex"
     tex_path.write_text("\n".join(lines) + "\n")
+    record_made(folder, name, "table", config, inputs)
     return [_remember(csv_path), _remember(tex_path)]
 
 
