@@ -341,6 +341,11 @@ class CubCache:
     stats: dict  # split name -> {"mean": [3], "std": [3]} of that split's train images
     manifest: dict
 
+    @property
+    def options(self) -> dict:
+        """The preprocessing options that made the cache (its manifest's settings)."""
+        return self.manifest["settings"]["options"]
+
     def split(self, which: str = "random") -> np.ndarray:
         """The train mask of ``"random"`` (the study's 80/20 style) or ``"official"``."""
         if which not in SPLITS:
