@@ -40,7 +40,7 @@ _PUBLIC = {
     "ddpm_lib.engine.ema": ("EMA",),
     "ddpm_lib.engine.train": ("Trainer",),
     "ddpm_lib.evaluation.scoring": ("Evaluation", "Inception", "ReferenceSet", "evaluate"),
-    "ddpm_lib.evaluation.classifier": ("accuracy", "confident_share"),
+    "ddpm_lib.evaluation.classifier": ("accuracy", "confident_share", "probabilities", "rate_column", "rates"),
     "ddpm_lib.evaluation.metrics": ("kid_fid", "nearest_neighbours"),
     "ddpm_lib.engine.tracking": ("gpu_power_watts",),
     "ddpm_lib.data.cub": ("PreprocessOptions", "crop_region", "load_cache", "process_image", "read_metadata"),

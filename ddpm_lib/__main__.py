@@ -217,7 +217,8 @@ def run_evaluate(args) -> int:
         for row in result.rows + result.references:
             handle.write(json.dumps({**stamp, **row}) + "\n")
     print(text_table(result.table()))
-    print(f"Inception: {stick.inception.label}; rows appended to {log}")
+    inception = stick.inception.label if stick.inception is not None else "none (no real weights here)"
+    print(f"Inception: {inception}; rows appended to {log}")
     return 0
 
 

@@ -33,6 +33,10 @@ from ddpm_lib.math.schedules import SCHEDULE_NAMES
 from ddpm_lib.models import MODEL_NAMES
 
 PROFILES = ("smoke", "demo", "colab", "full")
+# Inception columns (FID, KID): "auto" with real weights only (given, $DDPM_INCEPTION_WEIGHTS, torch-fidelity's
+# cache, or its download for real CUB; synthetic data without them get no Inception columns), "standin" the
+# same but synthetic data fall back to a labelled random stand-in (its numbers test the plumbing only), "off".
+INCEPTION_MODES = ("auto", "standin", "off")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -191,6 +195,10 @@ class EvaluationConfig:
     inception_first_sampler_only: bool = False  # Inception for each run's first setting only (CPU profiles)
     first_sampler_only: tuple[str, ...] = ()  # networks (model.name) scored with the first setting only
     classifier_steps: int = 6_000  # AdamW steps of the species classifier (evaluation/classifier.py)
+    # calibrated probabilities at which the recognisable-bird rate is reported, and the one quoted
+    thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
+    headline_threshold: float = 0.9
+    inception: str = "auto"  # Inception columns: one of INCEPTION_MODES
     seed: int = 0  # seeds the samples and the reference subsets
 
     def __post_init__(self):
@@ -203,6 +211,15 @@ class EvaluationConfig:
         _check(all(name in MODEL_NAMES for name in self.first_sampler_only),
                f"evaluation.first_sampler_only={self.first_sampler_only}: names from {MODEL_NAMES}")
         _check(self.classifier_steps >= 1, f"evaluation.classifier_steps={self.classifier_steps}: must be >= 1")
+        self.thresholds = tuple(float(t) for t in self.thresholds)
+        _check(len(self.thresholds) >= 1 and all(0.0 < t < 1.0 for t in self.thresholds)
+               and list(self.thresholds) == sorted(set(self.thresholds)),
+               f"evaluation.thresholds={self.thresholds}: increasing probabilities in (0, 1)")
+        _check(self.headline_threshold in self.thresholds,
+               f"evaluation.headline_threshold={self.headline_threshold}: one of evaluation.thresholds "
+               f"{self.thresholds}")
+        _check(self.inception in INCEPTION_MODES, f"evaluation.inception={self.inception!r}: use one of "
+               f"{INCEPTION_MODES}")
 
     def samplers_for(self, model_name: str) -> list[SamplerSpec]:
         """The settings a run of ``model_name`` is scored with: all, or the first (:attr:`first_sampler_only`)."""
@@ -373,7 +390,7 @@ def _profile(name: str, model: str) -> Config:
                               num_grid_samples=8, wandb="disabled"),
             sample=SamplerSpec("ddim", steps=5, guidance=3.0),
             evaluation=EvaluationConfig(samplers=["DDPM", "DDIM-5", "DDIM-50", "DPM-Solver++-10", "DPM-Solver++-20",
-                                                  "DDIM-5 eta 1"], classifier_steps=80),
+                                                  "DDIM-5 eta 1"], classifier_steps=80, inception="standin"),
         )
     if name == "demo":
         # Sized for `make demo` on 2 CPU cores (under 15 min for all seven notebooks): one SmallUNet

@@ -334,8 +334,10 @@ def load_study_runs(profile: str, device=None) -> dict[str, Run]:
 
 @dataclass
 class Yardstick:
-    """What samples are scored against: the test split (and the training split, for the floors), the
-    species classifier trained on the same split, and the Inception weights with their label."""
+    """What samples are scored against: the test split (and the training split, for the floors), where
+    the data can be drawn anew the population (fresh renders), the calibrated species classifier trained
+    on the same split, its validity table, and the Inception weights with their label (None: no
+    Inception columns)."""
 
     reference: ReferenceSet
     classifier: TrainedClassifier
@@ -343,6 +345,8 @@ class Yardstick:
     cache_path: Path
     species_names: list[str] = field(default_factory=list)
     test_species: np.ndarray | None = None  # 0-based species of each test image
+    validity: list[dict] = field(default_factory=list)  # evaluation.validity.validity_table's rows
+    checks: dict = field(default_factory=dict)  # evaluation.validity.validity_checks of those rows
 
     @property
     def data_identity(self) -> str:
@@ -364,22 +368,46 @@ class Yardstick:
 
 
 def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=None, device=None,
-              progress: bool = True) -> Yardstick:
-    """The yardstick of ``config``'s data: its cache's splits, its species classifier (trained once,
-    ``config.evaluation.classifier_steps`` steps, then reused) and, when ``inception``, the Inception
-    weights (``metrics.choose_inception_weights``: a labelled stand-in for synthetic data offline)."""
+              progress: bool = True, population: bool = True) -> Yardstick:
+    """The yardstick of ``config``'s data: its cache's splits; its species classifier (K + 1 outputs,
+    calibrated; trained once, ``config.evaluation.classifier_steps`` steps, then reused), read at
+    ``config.evaluation.thresholds``; for the synthetic replica and ``population``, fresh renders (as
+    many as the training split, and N more scored as a reference row) and the validity table's grey and
+    repainted renders; and, when ``inception``, Inception weights as ``config.evaluation.inception`` says
+    (``metrics.choose_inception_weights``)."""
+    from ddpm_lib.data.synthetic import RENDER_VERSION, render_dataset
+    from ddpm_lib.evaluation.validity import validity_checks, validity_sets, validity_table
+
+    settings = config.evaluation
     cache_path = prepare_from_config(config.data, progress=False, data_dir=data_dir)
     cache, split = load_cache(cache_path), config.data.split
-    test = cache.test_images(split)
-    reference = ReferenceSet(cache.train_images(split), test, real_cache_name(cache_path, split))
-    classifier = classifier_for(cache_path, split, ClassifierSettings(config.evaluation.classifier_steps),
-                                device=resolve_device(device), progress=progress)
+    train, test, test_species = cache.train_images(split), cache.test_images(split), cache.test_species(split)
+    reference = ReferenceSet(train, test, real_cache_name(cache_path, split))
+    classifier = classifier_for(cache_path, split, ClassifierSettings(settings.classifier_steps), settings.thresholds,
+                                settings.headline_threshold, device=resolve_device(device), progress=progress)
+    fresh = grey = repainted = None
+    if population and config.data.source == "synthetic":
+        options = cache.manifest["options"]  # the cache's own crop: fresh renders go through the same
+
+        def render(count: int, first: int = 0, look: str = "colour") -> tuple[np.ndarray, np.ndarray]:
+            images, labels = render_dataset(count, len(cache.species_names), options["image_size"], config.data.seed,
+                                            first=first, look=look, crop=options["crop"], margin=options["margin"])
+            return images, labels - 1
+
+        num_samples = settings.num_samples or len(test)
+        fresh = render(len(train))
+        reference.population, reference.fresh_draw = fresh[0], render(num_samples, first=len(train))[0]
+        reference.population_cache_name = f"{cache_path.stem}-fresh{len(train)}-renderer{RENDER_VERSION}"
+        grey, repainted = render(len(test), look="grey"), render(len(test), look="repainted")
+    validity = validity_table(classifier, validity_sets(test, test_species, fresh, grey, repainted, settings.seed))
     scorer = None
-    if inception:
-        chosen, label = choose_inception_weights(weights, config.data.source, test[:32])
-        scorer = Inception(chosen, label, config.evaluation.inception_samples,
-                           config.evaluation.inception_first_sampler_only)
-    return Yardstick(reference, classifier, scorer, cache_path, cache.species_names, cache.test_species(split))
+    if inception and settings.inception != "off":
+        chosen = choose_inception_weights(weights, config.data.source, test[:32],
+                                          standin=settings.inception == "standin")
+        if chosen is not None:
+            scorer = Inception(*chosen, settings.inception_samples, settings.inception_first_sampler_only)
+    return Yardstick(reference, classifier, scorer, cache_path, cache.species_names, test_species, validity,
+                     validity_checks(validity, settings.headline_threshold, len(cache.species_names)))
 
 
 def run_experiment(config: Config, name: str | None = None, resume: str | None = "latest", retrain: bool = False,

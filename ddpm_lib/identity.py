@@ -35,7 +35,8 @@ from pathlib import Path
 STAGE_VERSIONS = {
     "extraction": 1,  # an extracted CUB_200_2011 folder (data/download.py)
     "data_cache": 3,  # the uint8 cache (data/cub.py; 2: the stratified split, 3: manifests with identities)
-    "classifier": 2,  # the species classifier (evaluation/classifier.py; 2: with a manifest and a version)
+    "classifier": 3,  # the species classifier (evaluation/classifier.py; 2: with a manifest and a version;
+    # 3: K + 1 outputs with "not a bird", no label smoothing, calibrated by temperature scaling)
     "run": 1,  # a training run (engine/, experiment.py)
     "features": 1,  # a real set's cached features (evaluation/metrics.py, evaluation/classifier.py)
     "evaluation": 1,  # a row of scores (evaluation/scoring.py)

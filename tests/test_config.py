@@ -34,6 +34,19 @@ def test_bad_values_name_the_field():
         Config.from_dict({"train": {"lr_rate": 1.0}})
 
 
+def test_rate_thresholds_are_probabilities_and_the_headline_is_one_of_them():
+    config = get_profile("demo")
+    assert config.evaluation.headline_threshold in config.evaluation.thresholds
+    changed = config.override({"evaluation.thresholds": [0.5, 0.95], "evaluation.headline_threshold": 0.95})
+    assert changed.evaluation.thresholds == (0.5, 0.95)
+    with pytest.raises(ValueError, match="evaluation.headline_threshold=0.7"):
+        config.override({"evaluation.headline_threshold": 0.7})
+    with pytest.raises(ValueError, match="evaluation.thresholds"):
+        config.override({"evaluation.thresholds": [0.9, 0.5]})
+    with pytest.raises(ValueError, match="evaluation.inception='never'"):
+        config.override({"evaluation.inception": "never"})
+
+
 @pytest.mark.parametrize("profile", ["smoke", "demo", "colab", "full"])
 def test_json_round_trip_and_build(tmp_path, profile):
     config = get_profile(profile)

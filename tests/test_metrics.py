@@ -123,3 +123,18 @@ def test_feature_caches_follow_the_data_cache_and_the_resolved_weights(sets, tmp
     plain_b = kid_fid(noise[:12], birds[:12], device="cpu")
     assert cached_b["FID"] == pytest.approx(plain_b["FID"]) and cached_b["FID"] != pytest.approx(first["FID"])
     assert features_cache_dir(str(weights_a)) != features_cache_dir(str(weights_b)) != features_cache_dir(None)
+
+
+def test_synthetic_data_get_no_inception_unless_a_stand_in_is_asked_for(sets, tmp_path, monkeypatch):
+    """Without real weights, the synthetic profiles' tables get no Inception columns (a random network's
+    FID is noise: 2,440 and 45 for one row in two demo runs); a labelled stand-in only when asked for."""
+    from ddpm_lib import paths
+    from ddpm_lib.evaluation.metrics import OFFICIAL_LABEL, choose_inception_weights
+
+    birds, _, _ = sets
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached official weights
+    monkeypatch.setattr(paths, "PROCESSED_DIR", tmp_path / "processed")
+    assert choose_inception_weights(None, "synthetic", birds[:8], standin=False) is None
+    path, label = choose_inception_weights(None, "synthetic", birds[:8], standin=True)
+    assert is_standin(path) and label == STANDIN_LABEL
+    assert choose_inception_weights(None, "cub", standin=False) == (None, OFFICIAL_LABEL)  # torch-fidelity's own

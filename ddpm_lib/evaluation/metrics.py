@@ -123,15 +123,18 @@ def resolve_weights(weights: str | Path | None = None) -> str | None:
     return str(chosen)
 
 
-def choose_inception_weights(weights=None, source: str = "synthetic",
-                             calibration_images=None) -> tuple[str | None, str]:
+def choose_inception_weights(weights=None, source: str = "synthetic", calibration_images=None,
+                             standin: bool = True) -> tuple[str | None, str] | None:
     """The weights to score with, and their label: the given file or ``$DDPM_INCEPTION_WEIGHTS``,
     else torch-fidelity's own (cached, or downloaded where there is internet); for synthetic data
-    with neither, a calibrated stand-in written once under ``data/processed/`` (labelled as such).
+    with neither, a calibrated stand-in written once under ``data/processed/`` (labelled as such) when
+    ``standin``, else None: no Inception scores (a random network's numbers are noise, not a measurement).
     Real data never fall back to a stand-in: without weights they raise with what to do."""
     resolved = resolve_weights(weights)
     official = Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_WEIGHTS_NAME
     if resolved is None and not official.exists() and source == "synthetic":
+        if not standin:
+            return None
         if calibration_images is None:
             raise ValueError("a stand-in Inception needs calibration images (a few dozen test images)")
         path = paths.PROCESSED_DIR / "standin_inception.pth"
@@ -209,3 +212,30 @@ def nearest_neighbours(samples_uint8: np.ndarray, train_uint8: np.ndarray, k: in
     train = torch.from_numpy(train_uint8.reshape(len(train_uint8), -1)).float()
     distances = torch.cdist(samples, train)
     return distances.topk(k, largest=False).indices.numpy()
+
+
+def memorisation(samples_uint8: np.ndarray, train_uint8: np.ndarray, fresh_uint8: np.ndarray) -> dict:
+    """Does a model copy its training images? For each sample, its nearest training image against its
+    nearest fresh render (a new draw of the same population, as many as the training images), in pixel
+    space (L2).
+
+    A sample drawn from the population is as likely to lie nearer a training image as nearer a fresh
+    render: the share that lies nearer a training image is 50% up to sampling noise (two equal sets of
+    independent draws; ties aside). A model that reproduces its training images scores near 100%.
+
+    Returns {"nearer a training image": share, "distance ratio (median)": median of d_train / d_fresh,
+    "N train", "N fresh"}.
+    """
+    if len(train_uint8) != len(fresh_uint8):
+        raise ValueError(f"memorisation compares equal sets: {len(train_uint8)} training images against "
+                         f"{len(fresh_uint8)} fresh renders; draw as many fresh renders as training images")
+
+    def nearest(reference: np.ndarray) -> torch.Tensor:
+        flat = torch.from_numpy(np.ascontiguousarray(reference).reshape(len(reference), -1)).float()
+        query = torch.from_numpy(np.ascontiguousarray(samples_uint8).reshape(len(samples_uint8), -1)).float()
+        return torch.cdist(query, flat).min(dim=1).values
+
+    to_train, to_fresh = nearest(train_uint8), nearest(fresh_uint8)
+    ratio = to_train / to_fresh.clamp_min(1e-9)
+    return {"nearer a training image": float((to_train < to_fresh).float().mean()),
+            "distance ratio (median)": float(ratio.median()), "N train": len(train_uint8), "N fresh": len(fresh_uint8)}
