@@ -209,7 +209,7 @@ def run_evaluate(args) -> int:
                       labels=labels, inception=stick.inception, compile_network=args.compile,
                       save_dir=run.run_dir / "evaluation")
     log = run.run_dir / "evaluation" / "results.jsonl"
-    stamp = {"profile": run.config.profile, "run identity": run.identity, "checkpoint step": run.step}
+    stamp = {"profile": run.config.profile, "run identity": run.identity}  # model rows carry it too (evaluate)
     if log.exists() and any(json.loads(line).get("run identity") != run.identity
                             for line in log.read_text().splitlines() if line.strip()):
         print(f"{log} holds rows of another training; moved it aside to {move_aside(log)}")

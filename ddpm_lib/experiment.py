@@ -298,11 +298,10 @@ def save_sample_grid(trainer: Trainer, seed: int = 1234) -> Path | None:
     return save_image_grid(nhwc_to_nchw(pixels), folder / f"step_{trainer.step:08d}.png")
 
 
-STUDY_RUNS = ("baseline", "small", "small_attention", "small_other_schedule")  # notebooks 03, 04, 04, 05
 
 
 def study_configs(profile: str | None = None, overrides: dict | None = None) -> dict[str, Config]:
-    """The runs the study compares, by role (:data:`STUDY_RUNS`): the BaselineUNet (notebook 03), the
+    """The runs the study compares, by role (``config.STUDY_RUNS``): the BaselineUNet (notebook 03), the
     SmallUNet (04), the SmallUNet with attention (04) and the SmallUNet on the other schedule (05),
     each side run as long as the profile's ``train.comparison_steps`` says. ``overrides`` change the
     SmallUNet before its side runs are derived (``Config.override``). Notebooks 03-06 train and score
@@ -317,6 +316,13 @@ def study_configs(profile: str | None = None, overrides: dict | None = None) -> 
     return {"baseline": get_profile(profile, model="baseline_unet"), "small": small,
             "small_attention": side("attention", {"model.attention": True}),
             "small_other_schedule": side("other_schedule", {"diffusion.schedule": other})}
+
+
+def study_samplers(runs: dict[str, Run], settings, profile: str) -> dict[str, list]:
+    """The sampler settings each of the study's ``runs`` (name -> run) is scored with: ``settings``
+    (an ``EvaluationConfig``) decides by the run's network and its role in the study (:func:`study_configs`)."""
+    roles = {run_name(config): role for role, config in study_configs(profile).items()}
+    return {name: settings.samplers_for(run.config.model.name, roles.get(name)) for name, run in runs.items()}
 
 
 def load_study_runs(profile: str, device=None) -> dict[str, Run]:
@@ -353,6 +359,13 @@ class Yardstick:
         """The identity of the data cache whose splits this yardstick holds."""
         return data_identity(self.cache_path)
 
+    def inputs(self, runs: dict | None = None) -> dict:
+        """The identities of what a table or figure scored with this yardstick shows, for its manifest
+        (``save_table(..., inputs=stick.inputs(runs))``): the data, the classifier and each run."""
+        made = {"data": self.data_identity, "classifier": self.classifier.identity}
+        made.update({f"run {name}": run.identity for name, run in (runs or {}).items()})
+        return made
+
     def check(self, runs) -> None:
         """Refuse to score a run on data other than its own: every run (a ``Run`` or a dict of them)
         must have learned from this yardstick's data cache, whose test split it would be scored on."""
@@ -387,7 +400,7 @@ def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=
                                 settings.headline_threshold, device=resolve_device(device), progress=progress)
     fresh = grey = repainted = None
     if population and config.data.source == "synthetic":
-        options = cache.manifest["options"]  # the cache's own crop: fresh renders go through the same
+        options = cache.options  # the cache's own crop: fresh renders go through the same
 
         def render(count: int, first: int = 0, look: str = "colour") -> tuple[np.ndarray, np.ndarray]:
             images, labels = render_dataset(count, len(cache.species_names), options["image_size"], config.data.seed,
@@ -397,7 +410,8 @@ def yardstick(config: Config, *, inception: bool = True, weights=None, data_dir=
         num_samples = settings.num_samples or len(test)
         fresh = render(len(train))
         reference.population, reference.fresh_draw = fresh[0], render(num_samples, first=len(train))[0]
-        reference.population_cache_name = f"{cache_path.stem}-fresh{len(train)}-renderer{RENDER_VERSION}"
+        reference.population_cache_name = real_cache_name(cache_path, split,
+                                                          f"fresh{len(train)}-renderer{RENDER_VERSION}")
         grey, repainted = render(len(test), look="grey"), render(len(test), look="repainted")
     validity = validity_table(classifier, validity_sets(test, test_species, fresh, grey, repainted, settings.seed))
     scorer = None

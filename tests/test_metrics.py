@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ddpm_lib import identity
 from ddpm_lib.data.synthetic import render_dataset
 from ddpm_lib.evaluation.metrics import (
     STANDIN_LABEL,
@@ -90,7 +91,12 @@ def test_evaluate_command_scores_a_trained_run(sets, tmp_path, monkeypatch, caps
     test_size = load_cache(next((tmp_path / "processed").glob("*.npz"))).manifest["counts"]["test_random"]
     evaluation = tmp_path / "runs" / "smoke" / "tiny" / "evaluation"
     rows = [json.loads(line) for line in (evaluation / "results.jsonl").read_text().splitlines()]
-    model, floor, halves = rows
+    model, floor, halves = rows[:3]
+    from ddpm_lib.experiment import load_run
+
+    identity_of_run = load_run(tmp_path / "runs" / "smoke" / "tiny", device="cpu").identity
+    assert identity_of_run and all(row["run identity"] == identity_of_run for row in rows)  # which training
+    assert model["seed"] == 0 and model["steps trained"] == 4  # and which checkpoint, which draw
     assert model["sampler"] == "DDIM-5" and model["N generated"] == model["N real"] == test_size  # the test split
     assert model["N generated (Inception)"] == test_size and model["FID"] > 0
     assert floor["N generated"] == test_size and halves["N generated"] == halves["N real"] == test_size // 2
@@ -109,6 +115,10 @@ def test_feature_caches_follow_the_data_cache_and_the_resolved_weights(sets, tmp
     square = cache_path(tmp_path, PreprocessOptions(crop="square"), "abc", "cub")
     assert real_cache_name(bbox, "random") != real_cache_name(square, "random")
     assert real_cache_name(bbox, "random") != real_cache_name(bbox, "official")
+    before = real_cache_name(bbox, "random")  # a new version of the feature code: a new name
+    monkeypatch.setitem(identity.STAGE_VERSIONS, "features", identity.STAGE_VERSIONS["features"] + 1)
+    assert real_cache_name(bbox, "random") != before
+    monkeypatch.setitem(identity.STAGE_VERSIONS, "features", identity.STAGE_VERSIONS["features"] - 1)
     # the real set's features under one name, then "another crop": other images, so another name
     first = kid_fid(noise[:12], birds[:12], weights=weights_a, device="cpu",
                     real_cache_name=real_cache_name(bbox, "random"))

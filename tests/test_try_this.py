@@ -1,4 +1,4 @@
-"""Every "Try this" works under the profile it is read with: each of notebooks 00-05 executed top to
+"""Every "Try this" works under the profile it is read with: each notebook executed top to
 bottom on a fresh kernel under ``DDPM_PROFILE=smoke`` (nbclient), and every exercise's code cell
 (tagged ``try-this``) and its check (``try-this-check``: the expected result, asserted) ran without an
 error. The shape of each exercise (code, collapsed expected result, check) is checked by
@@ -20,7 +20,7 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 WITH_EXERCISES = ("00_diffusion_theory", "01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet",
-                  "05_ddim_cosine")  # 06 and 07 follow in the second half of issue 27
+                  "05_ddim_cosine", "06_evaluation", "07_conditional")
 
 
 def exercise_cells(notebook) -> list[tuple[int, object]]:

@@ -287,6 +287,7 @@ class TrainedClassifier:
     test_rates: dict[float, float]
     calibration: dict = field(default_factory=dict)
     seconds: float = 0.0
+    identity: str = ""  # its manifest's identity (classifier_manifest)
 
     @property
     def test_rate(self) -> float:
@@ -334,7 +335,7 @@ def classifier_for(data_cache: str | Path, split: str, settings: ClassifierSetti
                    "ECE test": expected_calibration_error(test_probs, test_labels.numpy()), "N test": len(test_labels)}
     return TrainedClassifier(model, path, tuple(float(t) for t in thresholds), float(headline),
                              species_accuracy(real, test_species), rates(real, thresholds), calibration,
-                             round(time.perf_counter() - started, 1))
+                             round(time.perf_counter() - started, 1), wanted.identity)
 
 
 def _read_extra(path: Path) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm_lib import paths
+from ddpm_lib import identity, paths
 from ddpm_lib.device import resolve_device
 from ddpm_lib.transforms import nhwc_to_nchw
 
@@ -158,8 +158,10 @@ def features_cache_dir(weights: str | Path | None) -> Path:
 
 def real_cache_name(data_cache: str | Path, split: str, part: str = "test") -> str:
     """The feature-cache name of a real image set: the data cache's identity (its file stem, which
-    hashes the source and every preprocessing option), the split and which part of it."""
-    return f"{Path(data_cache).stem}-{split}-{part}"
+    hashes the source and every preprocessing option), the split, which part of it, and the version of
+    the feature code (``identity.STAGE_VERSIONS["features"]``). The folder it sits in names the weights
+    (:func:`features_cache_dir`), so cached features are reused only when all of these are the same."""
+    return f"{Path(data_cache).stem}-{split}-{part}-features{identity.STAGE_VERSIONS['features']}"
 
 
 def kid_fid(generated, real, weights: str | Path | None = None, kid_subset_size: int = 1000, kid_subsets: int = 100,

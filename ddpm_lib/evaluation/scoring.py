@@ -111,9 +111,9 @@ class Evaluation:
         has no such entry); None: the run columns, then every column some row has, in the order first seen."""
         rows = self.rows + self.references + ([STUDY_ROW] if study_row else [])
         if columns is None:
-            columns = list(RUN_COLUMNS)
+            columns, unshown = list(RUN_COLUMNS), ("seed", "sampling seconds", "run identity")
             for row in self.rows + self.references:
-                columns += [key for key in row if key not in columns and key not in ("seed", "sampling seconds")]
+                columns += [key for key in row if key not in columns and key not in unshown]
             if study_row:
                 columns += [key for key in STUDY_ROW if key not in columns]
         return [{c: row.get(c, "") for c in columns} for row in rows]
@@ -186,8 +186,9 @@ def evaluate(runs: Mapping[str, object], specs: Sequence | Mapping[str, Sequence
         drawn = run.sample(num_samples, SamplerSpec.parse(spec), seed=seed, labels=labels,
                            compile_network=compile_network, **batching)
         evaluation.samples[(name, drawn.spec.name)] = drawn.images
-        row = {"run": name, "schedule": run.config.diffusion.schedule, "sampler": drawn.spec.name,
-               "steps trained": run.step, "seed": seed, "sampling seconds": round(drawn.seconds, 2),
+        row = {"run": name, "run identity": getattr(run, "identity", None),
+               "schedule": run.config.diffusion.schedule, "sampler": drawn.spec.name, "steps trained": run.step,
+               "seed": seed, "sampling seconds": round(drawn.seconds, 2),
                **_species_block(drawn.images, reference.test, classifier, reference.feature_cache_name, labels),
                **_population_block(drawn.images, reference, classifier)}
         if inception is not None and (first or not inception.first_setting_only):
