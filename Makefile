@@ -21,9 +21,16 @@ full:
 	$(MAKE) report PROFILE=full
 	$(PYTHON) -m ddpm_lib summary --profile full
 
+ifeq ($(DDPM_FRESH_MACHINE_INNER),)
 test: lint ipywidgets7 unit notebooks test-report
 ifeq ($(CI),true)
-	@if [ -z "$$DDPM_FRESH_MACHINE_INNER" ]; then $(MAKE) fresh-machine; fi
+	$(MAKE) fresh-machine
+endif
+else
+# Inside the fresh-machine check (tests/fresh_machine.py): lint and the unit tests but the slow ones,
+# which the outer `make test` has run; the check then runs `make demo DEMO_PROFILE=smoke`, which
+# executes every notebook and builds the report on the clean clone.
+test: lint ipywidgets7 unit
 endif
 
 # The README's commands on a clean clone in a temporary folder (tests/fresh_machine.py); part of
@@ -35,7 +42,7 @@ lint:
 	$(PYTHON) -m ruff check ddpm_lib tests benchmarks notebooks
 
 unit:
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest tests $(if $(DDPM_FRESH_MACHINE_INNER),-m "not slow")
 
 # Colab's ipywidgets 7.7.1 beside the installed 8.x, for the explorer tests (tests/test_viz.py).
 # A failed install (offline) only makes that one test skip.

@@ -10,7 +10,9 @@ Run by ``make test`` in CI (``CI=true``), or by hand: ``python tests/fresh_machi
 3. runs the main job's pipeline (``make demo``) under the ``smoke`` profile: the notebooks through
    papermill, the report, the summary (``make demo`` itself takes ~13 minutes on 2 cores).
 
-The inner ``make test`` sees ``DDPM_FRESH_MACHINE_INNER`` and does not start this script again.
+The inner ``make test`` sees ``DDPM_FRESH_MACHINE_INNER``: it does not start this script again, and
+runs lint and the unit tests but the slow ones (the outer ``make test`` ran those), leaving the
+notebooks and the report to step 3.
 Exits non-zero, keeping the clone for inspection, when a command fails.
 """
 

@@ -18,6 +18,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+pytestmark = pytest.mark.slow  # every notebook, executed again: minutes on 2 cores
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 WITH_EXERCISES = ("00_diffusion_theory", "01_eda", "02_preprocessing", "03_baseline_unet", "04_small_unet",
                   "05_ddim_cosine", "06_evaluation", "07_conditional")
