@@ -163,10 +163,10 @@ class TrainConfig:
         _check(self.wandb in WANDB_MODES, f"train.wandb={self.wandb!r}: use one of {WANDB_MODES}")
 
     def length(self) -> str:
-        """The run's length as people say it: ``"900 steps of 64"`` or ``"200 epochs of 32"``."""
+        """The run's length as people say it: ``"900 steps of batch 64"`` or ``"200 epochs of batch 32"``."""
         if self.epochs is None:
-            return f"{self.steps:,} steps of {self.batch_size}"
-        return f"{self.epochs:g} epochs of {self.batch_size}"
+            return f"{self.steps:,} steps of batch {self.batch_size}"
+        return f"{self.epochs:g} epochs of batch {self.batch_size}"
 
     def total_steps(self, num_train_images: int) -> int:
         """Optimizer steps of the run: from ``epochs`` when set, else ``steps``."""

@@ -92,8 +92,11 @@ def test_the_profile_tables_are_in_the_config_a_run_saves(tmp_path):
     config = get_profile("demo")
     config.to_json(tmp_path / "config.json")
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["evaluation"]["classifier_steps"] == 400
-    assert [s["sampler"] for s in saved["evaluation"]["samplers"]] == ["ddim", "dpm_solver", "dpm_solver", "ddim"]
+    assert saved["evaluation"]["classifier_steps"] == config.evaluation.classifier_steps
+    assert [(s["sampler"], s["steps"], s["eta"]) for s in saved["evaluation"]["samplers"]] == [
+        ("ddim", 20, 0.0), ("dpm_solver", 20, 0.0), ("ddim", 50, 0.0), ("ddim", 50, 1.0)]
+    assert saved["evaluation"]["first_sampler_only"] == ["baseline_unet", "small_attention", "small_other_schedule"]
+    assert Config.from_dict(saved).evaluation == config.evaluation  # the nested tables come back as they were
     assert saved["sample"] == {"sampler": "dpm_solver", "steps": 20, "eta": 0.0, "spacing": "trailing", "order": 2,
                                "guidance": 3.0, "variance": "posterior"}
     assert saved["train"]["comparison_steps"] == {"attention": 200, "other_schedule": 600}

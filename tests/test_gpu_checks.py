@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,7 @@ def steps_of(results: Path) -> list[str]:
     return (results / "steps.txt").read_text().splitlines()
 
 
+@pytest.mark.slow  # the whole protocol at toy size: minutes on 2 cores
 def test_the_gpu_check_script_runs_every_planned_case_in_order_at_toy_size(tmp_path):
     results = tmp_path / "results"
     done = dry_run(results, 1200)
