@@ -107,3 +107,23 @@ def test_a_config_saved_before_the_sampler_spec_still_loads():
     old["sample"] = {"sampler": "dpmpp", "steps": 20, "eta": 0.0, "guidance": 3.0, "num_samples": 36}
     del old["evaluation"]
     assert Config.from_dict(old).sample.name == "DPM-Solver++-20 w=3"
+
+
+def test_the_short_side_runs_are_scored_with_the_first_setting_only_under_demo():
+    """``evaluation.first_sampler_only`` names networks or roles in the study; ``study_samplers`` applies
+    it to the study's runs by name, so the main SmallUNet gets every setting and its side runs one."""
+    from types import SimpleNamespace
+
+    from ddpm_lib.config import EvaluationConfig, run_name
+    from ddpm_lib.experiment import study_configs, study_samplers
+
+    settings = get_profile("demo").evaluation
+    runs = {run_name(c): SimpleNamespace(config=c) for c in study_configs("demo").values()}
+    specs = study_samplers(runs, settings, "demo")
+    by_role = {role: specs[run_name(c)] for role, c in study_configs("demo").items()}
+    assert by_role["small"] == settings.samplers and len(settings.samplers) > 1
+    assert by_role["small_attention"] == by_role["small_other_schedule"] == by_role["baseline"] == settings.samplers[:1]
+    assert get_profile("colab").evaluation.samplers_for("small_unet", "small_attention") == \
+        get_profile("colab").evaluation.samplers  # a profile that does not ask for it scores all
+    with pytest.raises(ValueError, match="first_sampler_only"):
+        EvaluationConfig(first_sampler_only=("attention",))
