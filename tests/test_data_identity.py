@@ -129,3 +129,15 @@ def test_two_processes_preparing_at_once_both_finish_with_one_cache_as_one_proce
     assert not list((tmp_path / "together").rglob("*.tmp")) and not list((tmp_path / "together").rglob(".extracting-*"))
     first, second = load_cache(caches[0]), load_cache(alone[0])
     assert np.array_equal(first.images, second.images) and len(first.images) == 60
+
+
+def test_a_synthetic_archive_drawn_by_another_renderer_is_not_reused(tmp_path, monkeypatch):
+    """The replica's archive is named by its renderer's version too: an archive drawn before the species
+    differed in shape is other data, so a new renderer writes (and caches) its own, leaving the old one."""
+    from ddpm_lib.data import prepare
+
+    old = prepare.find_source("synthetic", raw_dir=tmp_path, synthetic_images=12, synthetic_classes=2, progress=False)
+    monkeypatch.setattr(prepare, "RENDER_VERSION", prepare.RENDER_VERSION + 1)
+    new = prepare.find_source("synthetic", raw_dir=tmp_path, synthetic_images=12, synthetic_classes=2, progress=False)
+    assert new.location != old.location and old.location.exists()
+    assert new.location.parent.name.endswith(f"renderer{prepare.RENDER_VERSION}")

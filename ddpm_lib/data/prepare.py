@@ -33,7 +33,7 @@ from pathlib import Path
 from ddpm_lib import paths
 from ddpm_lib.data.cub import SOURCES, PreprocessOptions, build_cache, cache_path, folder_checksum
 from ddpm_lib.data.download import ARCHIVE_NAME, CUB_MD5, CUB_URLS, download, extract, extracted_md5, verified_md5
-from ddpm_lib.data.synthetic import make_synthetic_archive
+from ddpm_lib.data.synthetic import RENDER_VERSION, make_synthetic_archive
 from ddpm_lib.identity import IdentityMismatch, file_lock, temporary_path
 
 
@@ -135,7 +135,9 @@ def find_source(
         if data_dir:
             raise ValueError(f"a data location ({data_dir}) is for real CUB data, but data.source is 'synthetic' (the "
                              "replica); drop the location, or use real data (a colab or full profile)")
-        folder = raw_dir / f"synthetic-{synthetic_images}x{synthetic_classes}-seed{synthetic_seed}"
+        # the renderer's version is part of the name: an archive drawn by another renderer is other data
+        folder = raw_dir / (f"synthetic-{synthetic_images}x{synthetic_classes}-seed{synthetic_seed}"
+                            f"-renderer{RENDER_VERSION}")
         archive = folder / ARCHIVE_NAME
         with file_lock(raw_dir / f".{folder.name}.lock", "the synthetic archive"):
             if not archive.exists():
