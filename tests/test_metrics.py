@@ -116,9 +116,9 @@ def test_feature_caches_follow_the_data_cache_and_the_resolved_weights(sets, tmp
     assert real_cache_name(bbox, "random") != real_cache_name(square, "random")
     assert real_cache_name(bbox, "random") != real_cache_name(bbox, "official")
     before = real_cache_name(bbox, "random")  # a new version of the feature code: a new name
-    monkeypatch.setitem(identity.STAGE_VERSIONS, "features", identity.STAGE_VERSIONS["features"] + 1)
-    assert real_cache_name(bbox, "random") != before
-    monkeypatch.setitem(identity.STAGE_VERSIONS, "features", identity.STAGE_VERSIONS["features"] - 1)
+    with monkeypatch.context() as bumped:
+        bumped.setitem(identity.STAGE_VERSIONS, "features", identity.STAGE_VERSIONS["features"] + 1)
+        assert real_cache_name(bbox, "random") != before
     # the real set's features under one name, then "another crop": other images, so another name
     first = kid_fid(noise[:12], birds[:12], weights=weights_a, device="cpu",
                     real_cache_name=real_cache_name(bbox, "random"))
